@@ -1,0 +1,652 @@
+//! Group commit. Producers queue [`AppendBatch`]es through an [`Appender`]; one appender
+//! thread takes everything queued, checks capacity, encodes it into one buffer, issues one
+//! `write` and (under `durability = always`) one `fdatasync`, publishes the new end to
+//! readers and completes every producer with its sequence numbers.
+//!
+//! The thread owns the active segment's file handle and the tail of the log: nothing else
+//! writes segment bytes. Capacity policies and the gap records they produce live here too,
+//! because only the appender knows what did not fit.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::batch::{AppendBatch, SeqRange};
+use crate::error::{Error, Result};
+use crate::options::{Durability, WhenFull};
+use crate::record::{encode_into, Gap, GapReason, RecordKind, Seq};
+use crate::retention;
+use crate::segment::{create_segment, SEGMENT_HEADER_LEN};
+use crate::shared::{now_nanos, AppendRequest, SegmentMeta, Shared, State};
+
+/// A cheap, cloneable handle producers append through.
+#[derive(Clone)]
+pub struct Appender {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Appender {
+    /// Appends `batch` and completes when it is as durable as the log's [`Durability`]
+    /// says. Under `when_full = block` it waits for space; under `drop_newest` a full log
+    /// fails it with [`Error::DroppedNewest`].
+    pub async fn append(&self, batch: AppendBatch) -> Result<SeqRange> {
+        self.submit(batch, false)?
+            .await
+            .unwrap_or(Err(Error::Closed))
+    }
+
+    /// Like [`Appender::append`], but fails at once with [`Error::Full`] (or
+    /// [`Error::DiskFull`]) instead of waiting for space, so that a network source can
+    /// answer "busy".
+    pub async fn try_append(&self, batch: AppendBatch) -> Result<SeqRange> {
+        self.submit(batch, true)?
+            .await
+            .unwrap_or(Err(Error::Closed))
+    }
+
+    /// [`Appender::append`] for threads outside an async runtime.
+    pub fn append_blocking(&self, batch: AppendBatch) -> Result<SeqRange> {
+        self.submit(batch, false)?
+            .blocking_recv()
+            .unwrap_or(Err(Error::Closed))
+    }
+
+    fn submit(
+        &self,
+        batch: AppendBatch,
+        no_wait: bool,
+    ) -> Result<oneshot::Receiver<Result<SeqRange>>> {
+        if batch.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "batch",
+                reason: "an append needs at least one record".into(),
+            });
+        }
+        let max = self.shared.max_payload;
+        let largest = batch.largest_payload();
+        if largest > max {
+            return Err(Error::RecordTooLarge { size: largest, max });
+        }
+        let limit = self.shared.opts.max_bytes / 2;
+        if batch.encoded_len() > limit {
+            return Err(Error::RecordTooLarge {
+                size: batch.encoded_len() as usize,
+                max: limit as usize,
+            });
+        }
+        let (done, rx) = oneshot::channel();
+        self.shared.submit(AppendRequest {
+            batch,
+            no_wait,
+            done,
+        })?;
+        Ok(rx)
+    }
+}
+
+/// Records refused by `drop_newest` that no gap record describes yet.
+#[derive(Default)]
+struct Refused {
+    records: u64,
+    bytes: u64,
+    from: u64,
+    to: u64,
+    since: Option<Instant>,
+}
+
+/// How long refusals accumulate before their gap record is written even while the log
+/// stays full (a gap record may go past `max_bytes`; this bounds how many do).
+const REFUSED_GAP_EVERY: Duration = Duration::from_secs(1);
+/// How soon a write that failed for lack of disk space is tried again.
+const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
+/// How often requests blocked on a full log look again even without a wake-up.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
+
+/// The appender thread's state: the active segment and everything not yet completed.
+pub(crate) struct SegmentWriter {
+    shared: Arc<Shared>,
+    file: File,
+    /// Bytes written to the active segment, header included.
+    len: u64,
+    /// Bytes of the active segment known to be on disk.
+    synced_len: u64,
+    next_seq: Seq,
+    buf: Vec<u8>,
+    /// Requests taken from the queue and not completed, oldest first.
+    pending: VecDeque<AppendRequest>,
+    /// The last cycle left `pending` waiting for space.
+    blocked: bool,
+    retry_at: Option<Instant>,
+    refused: Refused,
+    last_sync: Instant,
+    seen_space_epoch: u64,
+}
+
+/// A request encoded into the current write, with the sequence numbers it got.
+struct Placed {
+    req: AppendRequest,
+    range: SeqRange,
+}
+
+impl SegmentWriter {
+    pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
+        SegmentWriter {
+            shared,
+            file,
+            len,
+            synced_len: len,
+            next_seq,
+            buf: Vec::with_capacity(1 << 20),
+            pending: VecDeque::new(),
+            blocked: false,
+            retry_at: None,
+            refused: Refused::default(),
+            last_sync: Instant::now(),
+            seen_space_epoch: 0,
+        }
+    }
+
+    /// The appender thread: runs until the log closes.
+    pub(crate) fn run(mut self) {
+        loop {
+            let closing = self.wait_for_work();
+            self.cycle(closing);
+            if self.sync_due() {
+                self.sync_now();
+            }
+            if closing {
+                self.close();
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until there is something to do; returns whether the log is closing.
+    fn wait_for_work(&mut self) -> bool {
+        let mut st = self.shared.lock();
+        loop {
+            let arrived = !st.queue.is_empty();
+            self.pending.extend(st.queue.drain(..));
+            let freed = st.space_epoch != self.seen_space_epoch;
+            self.seen_space_epoch = st.space_epoch;
+            let retry_due = self.retry_at.is_some_and(|t| Instant::now() >= t);
+            let retry = !self.pending.is_empty() && (!self.blocked || freed || retry_due);
+            if arrived || retry || st.closing || self.sync_due() || self.refused_due() {
+                return st.closing;
+            }
+            let timeout = self.next_timer();
+            let (guard, waited) = match self.shared.appender_wake.wait_timeout(st, timeout) {
+                Ok(r) => r,
+                Err(p) => p.into_inner(),
+            };
+            st = guard;
+            if waited.timed_out() && self.blocked {
+                // Look again now and then: space can also come back from outside the log.
+                self.retry_at = Some(Instant::now());
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Duration {
+        let now = Instant::now();
+        let mut at = now + BLOCKED_RECHECK;
+        if self.synced_len < self.len && self.shared.opts.durability == Durability::Interval {
+            at = at.min(self.last_sync + self.shared.opts.sync_interval);
+        }
+        if let Some(t) = self.retry_at {
+            at = at.min(t);
+        }
+        if let Some(t) = self.refused.since {
+            at = at.min(t + REFUSED_GAP_EVERY);
+        }
+        at.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+    }
+
+    fn sync_due(&self) -> bool {
+        self.synced_len < self.len
+            && self.shared.opts.durability == Durability::Interval
+            && self.last_sync.elapsed() >= self.shared.opts.sync_interval
+    }
+
+    fn refused_due(&self) -> bool {
+        self.refused
+            .since
+            .is_some_and(|t| t.elapsed() >= REFUSED_GAP_EVERY)
+    }
+
+    /// One group commit: admit what fits, write it, sync it, publish it, complete it.
+    fn cycle(&mut self, closing: bool) {
+        self.retry_at = None;
+        let admitted = self.admit(closing);
+        if self.refused.records > 0 && (!admitted.is_empty() || self.refused_due() || closing) {
+            self.write_refused_gap();
+        }
+        if !admitted.is_empty() {
+            self.write(admitted);
+        }
+    }
+
+    /// Splits `pending` into what fits now (returned) and what waits, failing what must
+    /// not wait, and applying the `when_full` policy.
+    fn admit(&mut self, closing: bool) -> Vec<AppendRequest> {
+        let max = self.shared.opts.max_bytes;
+        let mut used = self.shared.lock().total_bytes();
+        let mut admitted_bytes = 0;
+        let mut admitted = Vec::new();
+        let mut waiting = VecDeque::new();
+        let mut blocked = false;
+        while let Some(req) = self.pending.pop_front() {
+            let size = req.batch.encoded_len();
+            if !blocked && used + admitted_bytes + size <= max {
+                admitted_bytes += size;
+                admitted.push(req);
+                continue;
+            }
+            match self.shared.opts.when_full {
+                _ if closing => complete(req, Err(Error::Closed)),
+                WhenFull::Block | WhenFull::DropOldest if req.no_wait && blocked => {
+                    complete(req, Err(Error::Full { used, max }))
+                }
+                WhenFull::Block if req.no_wait => complete(req, Err(Error::Full { used, max })),
+                WhenFull::Block => {
+                    blocked = true;
+                    waiting.push_back(req);
+                }
+                WhenFull::DropNewest => {
+                    self.refuse(&req.batch);
+                    let records = req.batch.len();
+                    complete(req, Err(Error::DroppedNewest { records }));
+                }
+                WhenFull::DropOldest => {
+                    let want = (used + admitted_bytes + size).saturating_sub(max);
+                    self.drop_oldest(want);
+                    used = self.shared.lock().total_bytes();
+                    // Whatever could be dropped is gone; the batch fits now (a batch is at
+                    // most half of max_bytes and a segment a quarter) or this one cycle
+                    // overshoots.
+                    admitted_bytes += size;
+                    admitted.push(req);
+                }
+            }
+        }
+        if blocked {
+            tracing::debug!(
+                waiting = waiting.len(),
+                used,
+                max,
+                "WAL full; appends wait for space"
+            );
+        }
+        self.pending = waiting;
+        self.blocked = blocked;
+        admitted
+    }
+
+    fn refuse(&mut self, batch: &AppendBatch) {
+        let now = now_nanos();
+        let r = &mut self.refused;
+        if r.records == 0 {
+            r.from = now;
+            r.since = Some(Instant::now());
+        }
+        r.records += batch.len() as u64;
+        r.bytes += batch.encoded_len();
+        r.to = now;
+        self.shared.lock().counters.dropped_newest_records += batch.len() as u64;
+    }
+
+    fn write_refused_gap(&mut self) {
+        let r = std::mem::take(&mut self.refused);
+        let gap = Gap {
+            reason: GapReason::DropNewest,
+            seqs: None,
+            records: r.records,
+            bytes: r.bytes,
+            from: r.from,
+            to: r.to,
+        };
+        tracing::warn!(
+            records = r.records,
+            bytes = r.bytes,
+            "WAL full: new records refused (drop_newest); gap record written"
+        );
+        if let Err(e) = self.write_internal(RecordKind::Gap, &gap.encode()) {
+            tracing::error!(error = %e, "could not write the gap record for refused records; will retry");
+            self.refused = r;
+        }
+    }
+
+    /// Writes admitted requests, rolling to a new segment between requests when the
+    /// active one is full, and completes each request once its chunk is durable.
+    fn write(&mut self, admitted: Vec<AppendRequest>) {
+        let seg_bytes = self.shared.opts.segment_bytes;
+        let mut chunk: Vec<Placed> = Vec::new();
+        let mut rest = admitted.into_iter();
+        self.buf.clear();
+        let now = now_nanos();
+        while let Some(req) = rest.next() {
+            let size = req.batch.encoded_len();
+            let used = self.len + self.buf.len() as u64;
+            if used + size > seg_bytes && used > SEGMENT_HEADER_LEN as u64 {
+                if let Err(e) = self.commit(&mut chunk, now) {
+                    self.fail(chunk.into_iter().map(|p| p.req).chain([req]).chain(rest), e);
+                    return;
+                }
+                if let Err(e) = self.rollover() {
+                    tracing::error!(error = %e, "could not start a new segment; the active one grows past segment_bytes");
+                }
+            }
+            let first = self.next_seq;
+            for (kind, payload) in req.batch.iter() {
+                encode_into(&mut self.buf, self.next_seq, now, kind, payload);
+                self.next_seq += 1;
+            }
+            let range = SeqRange {
+                first,
+                last: self.next_seq - 1,
+            };
+            chunk.push(Placed { req, range });
+        }
+        if let Err(e) = self.commit(&mut chunk, now) {
+            self.fail(chunk.into_iter().map(|p| p.req), e);
+        }
+    }
+
+    /// Writes `buf` (the records of `chunk`) at the end of the active segment, syncs it as
+    /// the durability mode says, publishes it and completes the chunk's requests. On
+    /// failure the segment is cut back to where it was and the sequence numbers are
+    /// reused: nobody has seen them.
+    fn commit(&mut self, chunk: &mut Vec<Placed>, now: u64) -> Result<(), io::Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let first_seq = chunk[0].range.first;
+        let sync = self.shared.opts.durability == Durability::Always;
+        if let Err(e) = self.write_buf(sync) {
+            self.next_seq = first_seq;
+            self.buf.clear();
+            return Err(e);
+        }
+        let records: u64 = chunk.iter().map(|p| p.range.len()).sum();
+        let bytes = self.buf.len() as u64;
+        self.buf.clear();
+        self.publish(now, records, bytes);
+        for p in chunk.drain(..) {
+            complete(p.req, Ok(p.range));
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at the end of the active segment; cuts it back on failure.
+    fn write_buf(&mut self, sync: bool) -> Result<(), io::Error> {
+        let at = self.len;
+        let mut result = self.file.write_all_at(&self.buf, at);
+        if result.is_ok() {
+            self.len += self.buf.len() as u64;
+            if sync {
+                result = self.sync_active();
+            }
+        }
+        if result.is_err() {
+            self.len = at;
+            self.synced_len = self.synced_len.min(at);
+            if let Err(e) = self.file.set_len(at) {
+                tracing::error!(error = %e, "could not cut the active segment back after a failed write");
+            }
+        }
+        result
+    }
+
+    fn sync_active(&mut self) -> Result<(), io::Error> {
+        let started = Instant::now();
+        self.file.sync_data()?;
+        let took = started.elapsed();
+        self.synced_len = self.len;
+        self.last_sync = Instant::now();
+        let mut st = self.shared.lock();
+        st.counters.syncs += 1;
+        st.counters.sync_nanos += took.as_nanos() as u64;
+        Ok(())
+    }
+
+    fn sync_now(&mut self) {
+        if let Err(e) = self.sync_active() {
+            // The bytes were already acknowledged (durability interval/never): all that
+            // can be done is to say so loudly and stop writing to this file.
+            tracing::error!(error = %e, "fdatasync of the active WAL segment failed");
+            if let Err(e) = self.rollover() {
+                tracing::error!(error = %e, "could not start a new segment after a failed fdatasync");
+            }
+        }
+    }
+
+    /// Makes what was written visible to readers.
+    fn publish(&mut self, now: u64, records: u64, bytes: u64) {
+        let next = self.next_seq;
+        {
+            let mut st = self.shared.lock();
+            if let Some(active) = st.segments.back_mut() {
+                active.len = self.len;
+                active.published_len = self.len;
+                active.first_ts.get_or_insert(now);
+                active.last_ts = Some(now);
+            }
+            st.published_next = next;
+            st.counters.appended_records += records;
+            st.counters.appended_bytes += bytes;
+        }
+        self.shared.published.send_replace(next);
+    }
+
+    /// Answers requests whose write failed: a full disk under `block` waits and retries,
+    /// everything else gets the error.
+    fn fail(&mut self, reqs: impl Iterator<Item = AppendRequest>, e: io::Error) {
+        let disk_full =
+            e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded;
+        let wait = disk_full && self.shared.opts.when_full == WhenFull::Block;
+        if disk_full {
+            self.shared.lock().counters.disk_full_errors += 1;
+            tracing::warn!(dir = %self.shared.dir.display(), waiting = wait, "disk full: WAL append failed; the log is unchanged");
+        } else {
+            tracing::error!(error = %e, "WAL write failed; the log is unchanged");
+            if let Err(e) = self.rollover() {
+                tracing::error!(error = %e, "could not start a new segment after a failed write");
+            }
+        }
+        let mut retry = Vec::new();
+        for req in reqs {
+            if wait && !req.no_wait {
+                retry.push(req);
+            } else if disk_full {
+                let dir = self.shared.dir.clone();
+                complete(req, Err(Error::DiskFull { dir }));
+            } else {
+                let path = self.shared.segment_path(self.active_first_seq());
+                complete(
+                    req,
+                    Err(Error::io(
+                        "append",
+                        path,
+                        io::Error::new(e.kind(), e.to_string()),
+                    )),
+                );
+            }
+        }
+        if !retry.is_empty() {
+            for req in retry.into_iter().rev() {
+                self.pending.push_front(req);
+            }
+            self.blocked = true;
+            self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
+        }
+    }
+
+    fn active_first_seq(&self) -> Seq {
+        self.shared
+            .lock()
+            .segments
+            .back()
+            .map_or(self.next_seq, |s| s.first_seq)
+    }
+
+    /// Writes one record of the log's own (a gap record) durably, whatever the mode.
+    fn write_internal(&mut self, kind: RecordKind, payload: &[u8]) -> Result<Seq, io::Error> {
+        let now = now_nanos();
+        let seq = self.next_seq;
+        self.buf.clear();
+        encode_into(&mut self.buf, seq, now, kind, payload);
+        if let Err(e) = self.write_buf(true) {
+            self.buf.clear();
+            return Err(e);
+        }
+        self.next_seq += 1;
+        let bytes = self.buf.len() as u64;
+        self.buf.clear();
+        self.publish(now, 1, bytes);
+        Ok(seq)
+    }
+
+    /// Seals the active segment and starts a new one at `next_seq`. A segment without
+    /// records is never sealed (the new one would have its name).
+    fn rollover(&mut self) -> Result<()> {
+        if self.len <= SEGMENT_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let old_first = self.active_first_seq();
+        if self.synced_len < self.len {
+            self.sync_active()
+                .map_err(|e| Error::io("fdatasync", self.shared.segment_path(old_first), e))?;
+        }
+        let file = create_segment(&self.shared.dir, self.next_seq, now_nanos())?;
+        {
+            let mut st = self.shared.lock();
+            if let Some(old) = st.segments.back_mut() {
+                old.len = self.len;
+                old.published_len = self.len;
+                old.sealed = true;
+            }
+            st.segments.push_back(SegmentMeta {
+                first_seq: self.next_seq,
+                len: SEGMENT_HEADER_LEN as u64,
+                published_len: SEGMENT_HEADER_LEN as u64,
+                sealed: false,
+                first_ts: None,
+                last_ts: None,
+            });
+        }
+        self.file = file;
+        self.len = SEGMENT_HEADER_LEN as u64;
+        self.synced_len = self.len;
+        tracing::debug!(first_seq = self.next_seq, "started WAL segment");
+        Ok(())
+    }
+
+    /// `drop_oldest`: deletes the oldest segments, unacknowledged or not, until `want`
+    /// bytes are free. The gap record describing them is written and synced first, so a
+    /// crash in between leaves a record that over-reports, never a silent hole.
+    fn drop_oldest(&mut self, want: u64) {
+        let shared = self.shared.clone();
+        let _deleting = shared.deleting();
+        let mut victims = pick_oldest(&self.shared.lock(), want);
+        if victims.is_empty() {
+            if let Err(e) = self.rollover() {
+                tracing::error!(error = %e, "drop_oldest could not seal the active segment");
+                return;
+            }
+            victims = pick_oldest(&self.shared.lock(), want);
+        }
+        let Some(first) = victims.first() else {
+            return;
+        };
+        let first_seq = first.first_seq;
+        let (seq_end, to) = {
+            let st = self.shared.lock();
+            let last_victim = victims.last().map_or(first_seq, |v| v.first_seq);
+            let idx = st.segment_index(last_victim).unwrap_or(0);
+            (
+                st.segment_seq_end(idx),
+                victims.last().and_then(|v| v.last_ts),
+            )
+        };
+        let from = first.first_ts.unwrap_or(0);
+        let bytes: u64 = victims.iter().map(|v| v.len).sum();
+        let records = seq_end - first_seq;
+        let gap = Gap {
+            reason: GapReason::DropOldest,
+            seqs: (records > 0).then_some((first_seq, seq_end - 1)),
+            records,
+            bytes,
+            from,
+            to: to.unwrap_or(0),
+        };
+        if let Err(e) = self.write_internal(RecordKind::Gap, &gap.encode()) {
+            tracing::error!(error = %e, "drop_oldest could not write its gap record; nothing dropped");
+            return;
+        }
+        tracing::warn!(
+            first_seq,
+            last_seq = seq_end.saturating_sub(1),
+            records,
+            bytes,
+            "WAL full: dropped oldest unacknowledged records (drop_oldest); gap record written"
+        );
+        retention::delete_segments(&self.shared, &victims, Some(seq_end));
+        self.shared.lock().counters.dropped_oldest_records += records;
+    }
+
+    /// Close: complete what can be, sync, and let go of the file.
+    fn close(&mut self) {
+        for req in self.pending.drain(..) {
+            complete(req, Err(Error::Closed));
+        }
+        let queued: Vec<_> = self.shared.lock().queue.drain(..).collect();
+        for req in queued {
+            complete(req, Err(Error::Closed));
+        }
+        if self.synced_len < self.len {
+            if let Err(e) = self.sync_active() {
+                tracing::error!(error = %e, "final fdatasync of the WAL failed");
+            }
+        }
+    }
+}
+
+/// Sealed segments from the oldest on, until they hold `want` bytes.
+fn pick_oldest(st: &State, want: u64) -> Vec<SegmentMeta> {
+    let mut freed = 0;
+    st.segments
+        .iter()
+        .take_while(|s| s.sealed)
+        .take_while(|s| {
+            let take = freed < want;
+            freed += s.len;
+            take
+        })
+        .cloned()
+        .collect()
+}
+
+fn complete(req: AppendRequest, result: Result<SeqRange>) {
+    // The producer may have given up waiting; that is its business.
+    let _ = req.done.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::record::RECORD_HEADER_LEN;
+
+    #[test]
+    fn records_never_exceed_header_plus_payload() {
+        let mut batch = AppendBatch::new();
+        batch.push(b"abc");
+        assert_eq!(batch.encoded_len(), (RECORD_HEADER_LEN + 3) as u64);
+    }
+}

@@ -1,0 +1,341 @@
+//! Segment files: their header, their names, creating and listing them, and scanning their
+//! records with resynchronisation after damage. The appender owns writing to the active
+//! segment; retention owns deleting sealed ones.
+//!
+//! # Segment layout
+//!
+//! A segment is named after the sequence number of its first record,
+//! `{first_seq:020}.seg`, and starts with a 32-byte header (little-endian):
+//!
+//! ```text
+//! offset  size  field
+//! ──────  ────  ─────────────────────────────────────────
+//!      0     8  magic       "GAPLSEG\0"
+//!      8     2  version     1
+//!     10     2  reserved    zero
+//!     12     8  first_seq   sequence number of its first record
+//!     20     8  created     creation time, ns since the Unix epoch
+//!     28     4  crc32c      CRC32C of bytes 0 .. 28
+//!     32     …  records, back to back (see `record`)
+//! ```
+//!
+//! A segment is created as `….seg.tmp`, its header synced, then renamed and the directory
+//! synced, so a segment file either has a whole header or does not exist.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+use crate::record::{self, Decoded, RecordKind, Seq, RECORD_HEADER_LEN, RECORD_MAGIC};
+
+/// Bytes before a segment's first record.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+const SEGMENT_MAGIC: [u8; 8] = *b"GAPLSEG\0";
+/// The segment format this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+const READ_CHUNK: usize = 1 << 20;
+
+pub(crate) fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+/// Parses `{first_seq:020}.seg`; anything else is not a segment.
+pub(crate) fn parse_segment_name(name: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn encode_header(first_seq: Seq, created: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&first_seq.to_le_bytes());
+    h[20..28].copy_from_slice(&created.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What the header of a segment file says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeaderCheck {
+    /// Intact, and it agrees with the file name.
+    Valid,
+    /// Damaged (or disagreeing with the name), but the magic says it is ours: the records
+    /// are still read, trusting the file name for the first sequence number.
+    Damaged,
+    /// Not a segment of ours at all.
+    Foreign,
+}
+
+pub(crate) fn check_header(path: &Path, bytes: &[u8], first_seq: Seq) -> Result<HeaderCheck> {
+    if bytes.len() < SEGMENT_HEADER_LEN || bytes[0..8] != SEGMENT_MAGIC {
+        return Ok(HeaderCheck::Foreign);
+    }
+    let crc = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
+    if crc32c::crc32c(&bytes[..28]) != crc {
+        return Ok(HeaderCheck::Damaged);
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&bytes[12..20]);
+    if u64::from_le_bytes(s) != first_seq {
+        return Ok(HeaderCheck::Damaged);
+    }
+    Ok(HeaderCheck::Valid)
+}
+
+/// Syncs a directory so that file creations, renames and deletions in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates a new, empty segment durably: temp file, header, fdatasync, rename, dir fsync.
+pub(crate) fn create_segment(dir: &Path, first_seq: Seq, now: u64) -> Result<File> {
+    let path = segment_path(dir, first_seq);
+    let tmp = path.with_extension("seg.tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create segment", &tmp, e))?;
+    let written = file
+        .write_all(&encode_header(first_seq, now))
+        .and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write segment header", &tmp, e));
+    }
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &path, e))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// One step of a [`SegmentScanner`].
+#[derive(Debug)]
+pub(crate) enum ScanItem {
+    /// An intact record.
+    Record {
+        offset: u64,
+        seq: Seq,
+        timestamp: u64,
+        kind: RecordKind,
+        payload: Bytes,
+    },
+    /// `len` bytes at `offset` that are not intact records; scanning resumes after them at
+    /// the next intact record (or at the limit).
+    Damaged { offset: u64, len: u64 },
+    /// Nothing more before the limit.
+    End,
+}
+
+/// Reads the records of one segment in order, up to a limit the caller moves forward as
+/// the appender publishes more. After damage it resynchronises at the next intact record:
+/// the next occurrence of the record magic whose length fits, whose sequence number is
+/// plausible and whose checksum matches.
+pub(crate) struct SegmentScanner {
+    path: PathBuf,
+    file: File,
+    first_seq: Seq,
+    buf: Bytes,
+    buf_start: u64,
+    pos: u64,
+    limit: u64,
+    max_payload: usize,
+    last_seq: Option<Seq>,
+    /// Exclusive upper bound for plausible sequence numbers, when known.
+    seq_end: Option<Seq>,
+}
+
+impl SegmentScanner {
+    pub(crate) fn open(path: PathBuf, first_seq: Seq, max_payload: usize) -> Result<Self> {
+        let file = File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+        Ok(SegmentScanner {
+            path,
+            file,
+            first_seq,
+            buf: Bytes::new(),
+            buf_start: 0,
+            pos: SEGMENT_HEADER_LEN as u64,
+            limit: SEGMENT_HEADER_LEN as u64,
+            max_payload,
+            last_seq: None,
+            seq_end: None,
+        })
+    }
+
+    pub(crate) fn first_seq(&self) -> Seq {
+        self.first_seq
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes up to `limit` may be interpreted; the caller guarantees they are written.
+    pub(crate) fn set_limit(&mut self, limit: u64, seq_end: Option<Seq>) {
+        self.limit = limit.max(self.limit);
+        self.seq_end = seq_end;
+    }
+
+    /// Starts at `offset` (a record boundary the caller knows) with `last_seq` before it.
+    pub(crate) fn seek(&mut self, offset: u64, last_seq: Option<Seq>) {
+        self.pos = offset;
+        self.last_seq = last_seq;
+    }
+
+    /// The sequence number of an intact record at `offset`, if there is one.
+    pub(crate) fn peek_seq(&mut self, offset: u64) -> Result<Option<Seq>> {
+        let saved = self.last_seq.take();
+        let found = self.record_at(offset)?.map(|(seq, ..)| seq);
+        self.last_seq = saved;
+        Ok(found)
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub(crate) fn next(&mut self) -> Result<ScanItem> {
+        if self.pos >= self.limit {
+            return Ok(ScanItem::End);
+        }
+        let at = self.pos;
+        if let Some((seq, timestamp, kind, total)) = self.record_at(at)? {
+            let start = (at - self.buf_start) as usize;
+            let payload = self.buf.slice(start + RECORD_HEADER_LEN..start + total);
+            self.pos = at + total as u64;
+            self.last_seq = Some(seq);
+            return Ok(ScanItem::Record {
+                offset: at,
+                seq,
+                timestamp,
+                kind,
+                payload,
+            });
+        }
+        let next = self.resync(at + 1)?.unwrap_or(self.limit);
+        self.pos = next;
+        Ok(ScanItem::Damaged {
+            offset: at,
+            len: next - at,
+        })
+    }
+
+    /// The intact, plausible record at `at`, if there is one, leaving it buffered.
+    fn record_at(&mut self, at: u64) -> Result<Option<(Seq, u64, RecordKind, usize)>> {
+        let mut need = RECORD_HEADER_LEN;
+        loop {
+            if at + need as u64 > self.limit {
+                return Ok(None);
+            }
+            self.fill(at, need)?;
+            let avail = (self.buf_end() - at) as usize;
+            if avail < need {
+                return Ok(None);
+            }
+            let window = &self.buf[(at - self.buf_start) as usize..];
+            match record::decode(window, self.max_payload) {
+                Decoded::Record {
+                    seq,
+                    timestamp,
+                    kind,
+                    total,
+                } => {
+                    return Ok(self.plausible(seq).then_some((seq, timestamp, kind, total)));
+                }
+                Decoded::Incomplete { need: n } => {
+                    if n <= need {
+                        return Ok(None);
+                    }
+                    need = n;
+                }
+                Decoded::Malformed(_) => return Ok(None),
+            }
+        }
+    }
+
+    fn plausible(&self, seq: Seq) -> bool {
+        seq >= self.first_seq
+            && self.last_seq.is_none_or(|l| seq > l)
+            && self.seq_end.is_none_or(|end| seq < end)
+    }
+
+    /// The offset of the next intact record at or after `from`, if any before the limit.
+    fn resync(&mut self, from: u64) -> Result<Option<u64>> {
+        let mut s = from;
+        while s + (RECORD_HEADER_LEN as u64) <= self.limit {
+            self.fill(s, READ_CHUNK)?;
+            let end = self.buf_end();
+            if end <= s {
+                return Ok(None);
+            }
+            let window = &self.buf[(s - self.buf_start) as usize..];
+            match memchr::memmem::find(window, &RECORD_MAGIC) {
+                Some(i) => {
+                    let candidate = s + i as u64;
+                    if self.record_at(candidate)?.is_some() {
+                        return Ok(Some(candidate));
+                    }
+                    s = candidate + 1;
+                }
+                // The magic may straddle the end of the window.
+                None => s = end.saturating_sub(RECORD_MAGIC.len() as u64 - 1).max(s + 1),
+            }
+        }
+        Ok(None)
+    }
+
+    fn buf_end(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+
+    /// Makes the buffer hold `[at, at + n)`, or as much of it as lies before the limit.
+    fn fill(&mut self, at: u64, n: usize) -> Result<()> {
+        let want_end = (at + n as u64).min(self.limit);
+        if at >= self.buf_start && want_end <= self.buf_end() {
+            return Ok(());
+        }
+        let read_end = (at + n.max(READ_CHUNK) as u64).min(self.limit);
+        let mut fresh = BytesMut::with_capacity((read_end - at) as usize);
+        if at >= self.buf_start && at < self.buf_end() {
+            fresh.extend_from_slice(&self.buf[(at - self.buf_start) as usize..]);
+        }
+        let mut filled = fresh.len();
+        fresh.resize((read_end - at) as usize, 0);
+        while filled < fresh.len() {
+            let n = self
+                .file
+                .read_at(&mut fresh[filled..], at + filled as u64)
+                .map_err(|e| Error::io("read segment", &self.path, e))?;
+            if n == 0 {
+                // The file is shorter than the limit: nothing beyond can be read.
+                self.limit = at + filled as u64;
+                break;
+            }
+            filled += n;
+        }
+        fresh.truncate(filled);
+        self.buf = fresh.freeze();
+        self.buf_start = at;
+        Ok(())
+    }
+}
