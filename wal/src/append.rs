@@ -564,12 +564,18 @@ impl SegmentWriter {
         let Some(first) = victims.first() else {
             return;
         };
-        let first_seq = first.first_seq;
-        let (seq_end, to) = {
+        // Everything below the oldest segment that a cursor has not acknowledged was
+        // dropped earlier, and its gap record may be among the victims: name it again, so
+        // that the slowest reader learns of it from this record.
+        let (first_seq, seq_end, to) = {
             let st = self.shared.lock();
+            let first_seq = st
+                .min_cursor()
+                .map_or(first.first_seq, |m| m.min(first.first_seq));
             let last_victim = victims.last().map_or(first_seq, |v| v.first_seq);
             let idx = st.segment_index(last_victim).unwrap_or(0);
             (
+                first_seq,
                 st.segment_seq_end(idx),
                 victims.last().and_then(|v| v.last_ts),
             )
@@ -596,8 +602,9 @@ impl SegmentWriter {
             bytes,
             "WAL full: dropped oldest unacknowledged records (drop_oldest); gap record written"
         );
+        let newly_dropped = seq_end - first.first_seq;
         retention::delete_segments(&self.shared, &victims, Some(seq_end));
-        self.shared.lock().counters.dropped_oldest_records += records;
+        self.shared.lock().counters.dropped_oldest_records += newly_dropped;
     }
 
     /// Close: complete what can be, sync, and let go of the file.

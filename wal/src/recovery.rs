@@ -280,9 +280,18 @@ fn scan_active(
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open active segment", &path, e))?;
-        if let Some(seq) = whole_damaged_record(&file, cut, file_len, next, max_payload) {
-            tracing::warn!(path = %path.display(), seq, "last WAL record is damaged but complete; keeping its sequence number");
-            return Ok((file_len, seq + 1, first_ts, last_ts));
+        let records = next - first_seq;
+        let avg_record = (cut - SEGMENT_HEADER_LEN as u64)
+            .checked_div(records)
+            .unwrap_or(RECORD_HEADER_LEN as u64);
+        if let Some(last) =
+            damaged_tail_last_seq(&file, cut, file_len, next, max_payload, avg_record)
+        {
+            // Whole records are damaged at the end (bit rot, an overwritten run), not a torn
+            // write: keep the bytes so readers report exactly these seqs lost, and never
+            // hand the seqs out again.
+            tracing::warn!(path = %path.display(), offset = cut, first_seq = next, last_seq = last, "damaged records at the end of the active WAL segment; readers will report them as a gap");
+            return Ok((file_len, last + 1, first_ts, last_ts));
         }
         tracing::warn!(path = %path.display(), offset = cut, bytes = file_len - cut, "cutting a torn tail off the active WAL segment");
         file.set_len(cut)
@@ -293,26 +302,62 @@ fn scan_active(
     Ok((end, next, first_ts, last_ts))
 }
 
-/// The seq of a record at `at` whose header is intact, whose length reaches exactly the
-/// end of the file and whose seq is the expected one — a complete record with a bad
-/// checksum, as opposed to a torn write.
-fn whole_damaged_record(
+/// The highest sequence number that damaged-but-whole records in the tail `[cut, file_len)`
+/// give evidence of, if any. A torn write leaves at most a partial record (its length runs
+/// past the end of the file), which is no evidence: it was never completed. Evidence is
+/// (a) a chain of headers from `cut` whose seqs run on from `expected` and whose lengths fit
+/// the file, or (b) any intact-looking header (magic, kind, zero reserved bytes, a length
+/// that fits) with a plausible seq.
+fn damaged_tail_last_seq(
     file: &File,
-    at: u64,
+    cut: u64,
     file_len: u64,
     expected: Seq,
     max_payload: usize,
+    avg_record: u64,
 ) -> Option<Seq> {
-    let mut h = [0u8; RECORD_HEADER_LEN];
-    file.read_exact_at(&mut h, at).ok()?;
-    let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&h[16..24]);
-    let seq = u64::from_le_bytes(s);
-    let header_ok = h[0..4] == RECORD_MAGIC && matches!(h[12], 1 | 2) && h[13..16] == [0, 0, 0];
-    (header_ok
-        && len <= max_payload
-        && at + (RECORD_HEADER_LEN + len) as u64 == file_len
-        && seq == expected)
-        .then_some(seq)
+    let mut tail = vec![0u8; (file_len - cut) as usize];
+    file.read_exact_at(&mut tail, cut).ok()?;
+    let header = |at: usize| -> Option<(usize, Seq, bool)> {
+        let h = tail.get(at..at + RECORD_HEADER_LEN)?;
+        let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&h[16..24]);
+        let fits = len <= max_payload && at + RECORD_HEADER_LEN + len <= tail.len();
+        let looks_intact =
+            h[0..4] == RECORD_MAGIC && matches!(h[12], 1 | 2) && h[13..16] == [0, 0, 0];
+        fits.then_some((len, u64::from_le_bytes(s), looks_intact))
+    };
+    let mut best = None;
+    let (mut at, mut want) = (0usize, expected);
+    while let Some((len, seq, _)) = header(at) {
+        if seq != want {
+            break;
+        }
+        best = Some(seq);
+        want += 1;
+        at += RECORD_HEADER_LEN + len;
+    }
+    // Bytes left after the chain that are neither a torn record (an intact header whose
+    // length runs past the end) nor unwritten zeros held records whose headers are gone:
+    // estimate how many from the segment's average record size, rounding up, so that their
+    // seqs are reported lost rather than handed out again.
+    let rest = &tail[at.min(tail.len())..];
+    let torn = rest.len() >= RECORD_HEADER_LEN
+        && rest[0..4] == RECORD_MAGIC
+        && u64::from_le_bytes(rest[16..24].try_into().unwrap_or_default()) == want;
+    if rest.len() >= RECORD_HEADER_LEN && !torn && rest.iter().any(|&b| b != 0) {
+        let avg = avg_record.max(RECORD_HEADER_LEN as u64);
+        let records = (rest.len() as u64).div_ceil(avg);
+        best = Some(want + records - 1);
+    }
+    let most = expected + (tail.len() / RECORD_HEADER_LEN) as u64;
+    for at in memchr::memmem::find_iter(&tail, &RECORD_MAGIC) {
+        if let Some((_, seq, true)) = header(at) {
+            if seq >= expected && seq <= most && best.is_none_or(|b| seq > b) {
+                best = Some(seq);
+            }
+        }
+    }
+    best
 }
