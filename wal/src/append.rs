@@ -23,6 +23,7 @@ use crate::record::{encode_into, Gap, GapReason, RecordKind, Seq};
 use crate::retention;
 use crate::segment::{create_segment, SEGMENT_HEADER_LEN};
 use crate::shared::{now_nanos, AppendRequest, SegmentMeta, Shared, State};
+use crate::syncer::WrittenGroup;
 
 /// A cheap, cloneable handle producers append through.
 #[derive(Clone)]
@@ -110,7 +111,7 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 /// The appender thread's state: the active segment and everything not yet completed.
 pub(crate) struct SegmentWriter {
     shared: Arc<Shared>,
-    file: File,
+    file: Arc<File>,
     /// Bytes written to the active segment, header included.
     len: u64,
     /// Bytes of the active segment known to be on disk.
@@ -135,9 +136,10 @@ struct Placed {
 
 impl SegmentWriter {
     pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
+        shared.syncer.reset(len, next_seq);
         SegmentWriter {
             shared,
-            file,
+            file: Arc::new(file),
             len,
             synced_len: len,
             next_seq,
@@ -170,7 +172,11 @@ impl SegmentWriter {
     fn wait_for_work(&mut self) -> bool {
         let mut st = self.shared.lock();
         loop {
-            let arrived = !st.queue.is_empty();
+            let arrived = !st.queue.is_empty() || !st.retry.is_empty();
+            let retried: Vec<_> = st.retry.drain(..).collect();
+            for req in retried.into_iter().rev() {
+                self.pending.push_front(req);
+            }
             self.pending.extend(st.queue.drain(..));
             let freed = st.space_epoch != self.seen_space_epoch;
             self.seen_space_epoch = st.space_epoch;
@@ -223,6 +229,7 @@ impl SegmentWriter {
     /// One group commit: admit what fits, write it, sync it, publish it, complete it.
     fn cycle(&mut self, closing: bool) {
         self.retry_at = None;
+        self.repair_failed_sync();
         let admitted = self.admit(closing);
         if self.refused.records > 0 && (!admitted.is_empty() || self.refused_due() || closing) {
             self.write_refused_gap();
@@ -367,8 +374,7 @@ impl SegmentWriter {
             return Ok(());
         }
         let first_seq = chunk[0].range.first;
-        let sync = self.shared.opts.durability == Durability::Always;
-        if let Err(e) = self.write_buf(sync) {
+        if let Err(e) = self.write_buf(false) {
             self.next_seq = first_seq;
             self.buf.clear();
             return Err(e);
@@ -376,6 +382,23 @@ impl SegmentWriter {
         let records: u64 = chunk.iter().map(|p| p.range.len()).sum();
         let bytes = self.buf.len() as u64;
         self.buf.clear();
+        if self.shared.opts.durability == Durability::Always {
+            // The sync stage syncs, publishes and completes while the next group is
+            // encoded and written.
+            self.record_len();
+            let path = self.shared.segment_path(self.active_first_seq());
+            self.shared.syncer.push(WrittenGroup {
+                file: self.file.clone(),
+                path,
+                end_len: self.len,
+                next_seq: self.next_seq,
+                now,
+                records,
+                bytes,
+                requests: chunk.drain(..).map(|p| (p.req, p.range)).collect(),
+            });
+            return Ok(());
+        }
         self.publish(now, records, bytes);
         for p in chunk.drain(..) {
             complete(p.req, Ok(p.range));
@@ -428,20 +451,17 @@ impl SegmentWriter {
 
     /// Makes what was written visible to readers.
     fn publish(&mut self, now: u64, records: u64, bytes: u64) {
-        let next = self.next_seq;
-        {
-            let mut st = self.shared.lock();
-            if let Some(active) = st.segments.back_mut() {
-                active.len = self.len;
-                active.published_len = self.len;
-                active.first_ts.get_or_insert(now);
-                active.last_ts = Some(now);
-            }
-            st.published_next = next;
-            st.counters.appended_records += records;
-            st.counters.appended_bytes += bytes;
+        self.record_len();
+        self.shared
+            .publish(self.len, self.next_seq, now, now, records, bytes);
+    }
+
+    /// Tells the shared state how long the active segment is (for capacity).
+    fn record_len(&self) {
+        if let Some(active) = self.shared.lock().segments.back_mut() {
+            active.len = self.len;
+            active.published_len = active.published_len.min(self.len);
         }
-        self.shared.published.send_replace(next);
     }
 
     /// Answers requests whose write failed: a full disk under `block` waits and retries,
@@ -497,6 +517,8 @@ impl SegmentWriter {
 
     /// Writes one record of the log's own (a gap record) durably, whatever the mode.
     fn write_internal(&mut self, kind: RecordKind, payload: &[u8]) -> Result<Seq, io::Error> {
+        // Keep publication in seq order: what the sync stage holds goes first.
+        self.settle();
         let now = now_nanos();
         let seq = self.next_seq;
         self.buf.clear();
@@ -512,9 +534,43 @@ impl SegmentWriter {
         Ok(seq)
     }
 
+    /// After a failed `fdatasync` in the sync stage: cut the segment back to what was
+    /// synced (the appends beyond it were failed, nobody saw them) and leave the file.
+    fn repair_failed_sync(&mut self) {
+        if !self.shared.syncer.has_failure() {
+            return;
+        }
+        self.shared.syncer.drain();
+        let Some(f) = self.shared.syncer.take_failure() else {
+            return;
+        };
+        if let Err(e) = self.file.set_len(f.synced_len) {
+            tracing::error!(error = %e, "could not cut the WAL segment back after a failed fdatasync");
+        }
+        self.len = f.synced_len;
+        self.synced_len = f.synced_len;
+        self.next_seq = f.synced_next_seq;
+        self.record_len();
+        if let Err(e) = self.rollover() {
+            tracing::error!(error = %e, "could not start a new segment after a failed fdatasync");
+        }
+    }
+
+    /// Waits for the sync stage to finish what it holds; afterwards everything written is
+    /// synced (unless a sync failed, which `repair_failed_sync` handles).
+    fn settle(&mut self) {
+        if self.shared.opts.durability == Durability::Always {
+            self.shared.syncer.drain();
+            if !self.shared.syncer.has_failure() {
+                self.synced_len = self.len;
+            }
+        }
+    }
+
     /// Seals the active segment and starts a new one at `next_seq`. A segment without
     /// records is never sealed (the new one would have its name).
     fn rollover(&mut self) -> Result<()> {
+        self.settle();
         if self.len <= SEGMENT_HEADER_LEN as u64 {
             return Ok(());
         }
@@ -540,9 +596,10 @@ impl SegmentWriter {
                 last_ts: None,
             });
         }
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = SEGMENT_HEADER_LEN as u64;
         self.synced_len = self.len;
+        self.shared.syncer.reset(self.len, self.next_seq);
         tracing::debug!(first_seq = self.next_seq, "started WAL segment");
         Ok(())
     }
@@ -564,14 +621,9 @@ impl SegmentWriter {
         let Some(first) = victims.first() else {
             return;
         };
-        // Everything below the oldest segment that a cursor has not acknowledged was
-        // dropped earlier, and its gap record may be among the victims: name it again, so
-        // that the slowest reader learns of it from this record.
         let (first_seq, seq_end, to) = {
             let st = self.shared.lock();
-            let first_seq = st
-                .min_cursor()
-                .map_or(first.first_seq, |m| m.min(first.first_seq));
+            let first_seq = first.first_seq;
             let last_victim = victims.last().map_or(first_seq, |v| v.first_seq);
             let idx = st.segment_index(last_victim).unwrap_or(0);
             (
@@ -602,17 +654,25 @@ impl SegmentWriter {
             bytes,
             "WAL full: dropped oldest unacknowledged records (drop_oldest); gap record written"
         );
-        let newly_dropped = seq_end - first.first_seq;
+        {
+            let mut st = self.shared.lock();
+            st.remember_drop(gap);
+            st.counters.dropped_oldest_records += records;
+        }
         retention::delete_segments(&self.shared, &victims, Some(seq_end));
-        self.shared.lock().counters.dropped_oldest_records += newly_dropped;
     }
 
     /// Close: complete what can be, sync, and let go of the file.
     fn close(&mut self) {
+        self.settle();
         for req in self.pending.drain(..) {
             complete(req, Err(Error::Closed));
         }
-        let queued: Vec<_> = self.shared.lock().queue.drain(..).collect();
+        let queued: Vec<_> = {
+            let mut st = self.shared.lock();
+            let retry: Vec<_> = st.retry.drain(..).collect();
+            retry.into_iter().chain(st.queue.drain(..)).collect()
+        };
         for req in queued {
             complete(req, Err(Error::Closed));
         }

@@ -244,11 +244,7 @@ impl Cursor {
                     self.damaged_bytes = 0;
                     return Ok(Step::Again);
                 }
-                let gap = if seq > self.read_next {
-                    self.hole(seq, dropped_below, timestamp)
-                } else {
-                    None
-                };
+                let gap = (seq > self.read_next).then(|| self.hole(seq, dropped_below, timestamp));
                 self.read_next = seq + 1;
                 self.last_ts = timestamp;
                 self.damaged_bytes = 0;
@@ -275,31 +271,22 @@ impl Cursor {
             ScanItem::End if sealed => {
                 self.scanner = None;
                 if self.read_next < seq_end {
-                    let gap = self.hole(seq_end, dropped_below, 0);
-                    self.read_next = seq_end;
-                    if let Some(gap) = gap {
-                        return Ok(Step::Record(gap));
-                    }
+                    return Ok(Step::Record(self.hole(seq_end, dropped_below, 0)));
                 }
                 Ok(Step::Again)
             }
             ScanItem::End => {
                 if self.damaged_bytes > 0 && self.read_next < seq_end {
-                    let gap = self.hole(seq_end, dropped_below, 0);
-                    self.read_next = seq_end;
-                    if let Some(gap) = gap {
-                        return Ok(Step::Record(gap));
-                    }
+                    return Ok(Step::Record(self.hole(seq_end, dropped_below, 0)));
                 }
                 Ok(Step::CaughtUp)
             }
         }
     }
 
-    /// Records `read_next .. upto` are missing. Returns the gap record to hand out, or
-    /// `None` when a gap record of the log's own already covers them (`drop_oldest`).
-    /// Moves `read_next` to `upto`.
-    fn hole(&mut self, upto: Seq, dropped_below: Seq, next_ts: u64) -> Option<Record> {
+    /// Records `read_next .. upto` are missing: returns the gap record to hand out and
+    /// moves `read_next` to `upto`.
+    fn hole(&mut self, upto: Seq, dropped_below: Seq, next_ts: u64) -> Record {
         let first = self.read_next;
         let last = upto - 1;
         self.read_next = upto;
@@ -307,25 +294,31 @@ impl Cursor {
         let reason = if damaged > 0 {
             GapReason::Corrupt
         } else if upto <= dropped_below {
-            return None;
+            // The log's own gap record names this drop too, but it lies further on and
+            // may itself be dropped before this reader gets there: say it here as well.
+            GapReason::DropOldest
         } else {
             GapReason::Missing
         };
         tracing::warn!(cursor = %self.name, first_seq = first, last_seq = last, bytes = damaged, reason = reason.as_str(), "records lost from the WAL; handing out a gap record");
+        let (bytes, from, to) = match reason {
+            GapReason::DropOldest => self.shared.lock().dropped_in(first, last),
+            _ => (damaged, self.last_ts, next_ts),
+        };
         let gap = Gap {
             reason,
             seqs: Some((first, last)),
             records: upto - first,
-            bytes: damaged,
-            from: self.last_ts,
-            to: next_ts,
+            bytes,
+            from,
+            to,
         };
-        Some(Record {
+        Record {
             seq: last,
             timestamp: now_nanos(),
             kind: RecordKind::Gap,
             payload: gap.encode().into(),
-        })
+        }
     }
 
     /// Opens the segment that holds `read_next`. Returns false when there is none.
@@ -343,14 +336,11 @@ impl Cursor {
                 )
             };
             if self.read_next < first_available {
-                // The records before the oldest segment are gone: by policy (a gap record
-                // says so) or from outside the log (say so now).
+                // The records before the oldest segment are gone, by policy or from outside
+                // the log: hand out a gap for them before reading on.
                 self.hint = None;
-                if let Some(gap) = self.hole(first_available, dropped_below, 0) {
-                    self.pending = Some(gap);
-                    return Ok(false);
-                }
-                continue;
+                self.pending = Some(self.hole(first_available, dropped_below, 0));
+                return Ok(false);
             }
             let path = self.shared.segment_path(seg);
             let mut scanner = match SegmentScanner::open(path, seg, self.shared.max_payload) {

@@ -95,6 +95,7 @@ mod retention;
 mod segment;
 mod shared;
 mod stats;
+mod syncer;
 mod wal;
 
 pub use append::Appender;

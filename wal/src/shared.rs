@@ -12,8 +12,9 @@ use tokio::sync::{oneshot, watch};
 use crate::batch::{AppendBatch, SeqRange};
 use crate::error::{Error, Result};
 use crate::options::WalOptions;
-use crate::record::Seq;
+use crate::record::{Gap, Seq};
 use crate::segment::segment_path;
+use crate::syncer::SyncQueue;
 
 /// What the log knows about one segment file.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub(crate) struct State {
     /// Oldest first; the last one is the active segment.
     pub segments: VecDeque<SegmentMeta>,
     pub queue: VecDeque<AppendRequest>,
+    /// Requests whose write must be redone, before anything in `queue`.
+    pub retry: VecDeque<AppendRequest>,
     pub closing: bool,
     pub cursors: BTreeMap<String, CursorEntry>,
     /// Missing records below this were deleted by `drop_oldest`, which wrote a gap record
@@ -70,6 +73,9 @@ pub(crate) struct State {
     pub dropped_below: Seq,
     /// Sequence number the next published record gets; readers see everything below it.
     pub published_next: Seq,
+    /// Recent `drop_oldest` drops, oldest first (bounded), so that a reader jumping over
+    /// a dropped range can say how many bytes and which time span it lost.
+    pub drops: VecDeque<Gap>,
     /// Bumped whenever space is freed, to wake an appender waiting for it.
     pub space_epoch: u64,
     pub counters: Counters,
@@ -104,6 +110,32 @@ impl State {
         }
     }
 
+    /// Remembers a drop for readers (see `drops`).
+    pub fn remember_drop(&mut self, gap: Gap) {
+        const KEEP: usize = 1024;
+        if self.drops.len() == KEEP {
+            self.drops.pop_front();
+        }
+        self.drops.push_back(gap);
+    }
+
+    /// Bytes and time span of the remembered drops overlapping `first ..= last`.
+    pub fn dropped_in(&self, first: Seq, last: Seq) -> (u64, u64, u64) {
+        let mut bytes = 0;
+        let mut from = u64::MAX;
+        let mut to = 0;
+        for g in &self.drops {
+            if let Some((a, b)) = g.seqs {
+                if a <= last && first <= b {
+                    bytes += g.bytes;
+                    from = from.min(g.from);
+                    to = to.max(g.to);
+                }
+            }
+        }
+        (bytes, if from == u64::MAX { 0 } else { from }, to)
+    }
+
     /// The smallest `next` of all cursors; `None` when there is no cursor.
     pub fn min_cursor(&self) -> Option<Seq> {
         self.cursors.values().map(|c| c.next).min()
@@ -121,6 +153,8 @@ pub(crate) struct Shared {
     pub published: watch::Sender<Seq>,
     /// Held by whoever deletes segments (retention, `drop_oldest`), one at a time.
     pub deleting: Mutex<()>,
+    /// Groups written under `durability = always` waiting for their `fdatasync`.
+    pub syncer: SyncQueue,
 }
 
 impl Shared {
@@ -136,6 +170,43 @@ impl Shared {
 
     pub fn segment_path(&self, first_seq: Seq) -> PathBuf {
         segment_path(&self.dir, first_seq)
+    }
+
+    /// Makes the active segment's records up to `published_len` (seqs below `next`)
+    /// visible to readers.
+    pub fn publish(
+        &self,
+        published_len: u64,
+        next: Seq,
+        first_now: u64,
+        last_now: u64,
+        records: u64,
+        bytes: u64,
+    ) {
+        {
+            let mut st = self.lock();
+            if let Some(active) = st.segments.back_mut() {
+                active.published_len = published_len;
+                active.first_ts.get_or_insert(first_now);
+                active.last_ts = Some(last_now);
+            }
+            st.published_next = next;
+            st.counters.appended_records += records;
+            st.counters.appended_bytes += bytes;
+        }
+        self.published.send_replace(next);
+    }
+
+    /// Hands requests back to the appender to write again, ahead of new ones and in their
+    /// order (a retry after a full disk).
+    pub fn requeue_front(&self, reqs: Vec<AppendRequest>) {
+        if reqs.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        st.retry.extend(reqs);
+        drop(st);
+        self.appender_wake.notify_one();
     }
 
     pub fn submit(&self, req: AppendRequest) -> Result<()> {

@@ -19,11 +19,13 @@ use crate::recovery;
 use crate::retention;
 use crate::shared::{Counters, CursorEntry, Shared, State};
 use crate::stats::{self, Stats, VerifyReport};
+use crate::syncer::SyncQueue;
 
 /// An open write-ahead log. Dropping it closes it (see [`Wal::close`]).
 pub struct Wal {
     shared: Arc<Shared>,
     appender_thread: Option<JoinHandle<()>>,
+    sync_thread: Option<JoinHandle<()>>,
     _lock: File,
 }
 
@@ -38,6 +40,14 @@ impl Wal {
         let max_payload = opts.max_record_bytes();
         let rec = recovery::open(&dir, max_payload)?;
         let (published, _) = watch::channel(rec.next_seq);
+        // A cursor below the oldest segment can only be there because `drop_oldest` deleted
+        // segments it had not passed (retention waits for every cursor).
+        let oldest = rec.segments.front().map_or(rec.next_seq, |s| s.first_seq);
+        let dropped_below = if rec.cursors.values().any(|c| c.next < oldest) {
+            oldest
+        } else {
+            0
+        };
         let shared = Arc::new(Shared {
             dir,
             opts,
@@ -45,9 +55,11 @@ impl Wal {
             state: Mutex::new(State {
                 segments: rec.segments,
                 queue: Default::default(),
+                retry: Default::default(),
                 closing: false,
                 cursors: rec.cursors,
-                dropped_below: 0,
+                dropped_below,
+                drops: Default::default(),
                 published_next: rec.next_seq,
                 space_epoch: 0,
                 counters: Counters::default(),
@@ -55,6 +67,7 @@ impl Wal {
             appender_wake: Condvar::new(),
             published,
             deleting: Mutex::new(()),
+            syncer: SyncQueue::default(),
         });
         let len = shared.lock().segments.back().map_or(0, |s| s.len);
         let writer = SegmentWriter::new(shared.clone(), rec.active, len, rec.next_seq);
@@ -62,11 +75,19 @@ impl Wal {
             .name("gapless-wal-appender".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io("spawn appender thread", shared_dir(&shared), e))?;
+        let sync_thread = {
+            let for_thread = shared.clone();
+            std::thread::Builder::new()
+                .name("gapless-wal-sync".into())
+                .spawn(move || for_thread.syncer.run(&for_thread))
+                .map_err(|e| Error::io("spawn sync thread", shared_dir(&shared), e))?
+        };
         // Segments every cursor passed before a crash interrupted their deletion.
         retention::collect(&shared);
         Ok(Wal {
             shared,
             appender_thread: Some(appender_thread),
+            sync_thread: Some(sync_thread),
             _lock: rec.lock,
         })
     }
@@ -204,6 +225,12 @@ impl Wal {
         if let Some(t) = self.appender_thread.take() {
             if t.join().is_err() {
                 tracing::error!("the WAL appender thread panicked");
+            }
+        }
+        self.shared.syncer.close();
+        if let Some(t) = self.sync_thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the WAL sync thread panicked");
             }
         }
         // Wake readers waiting for records so they see the close.
