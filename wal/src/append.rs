@@ -137,7 +137,7 @@ struct Placed {
 impl SegmentWriter {
     pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
         shared.syncer.reset(len, next_seq);
-        SegmentWriter {
+        let writer = SegmentWriter {
             shared,
             file: Arc::new(file),
             len,
@@ -150,7 +150,9 @@ impl SegmentWriter {
             refused: Refused::default(),
             last_sync: Instant::now(),
             seen_space_epoch: 0,
-        }
+        };
+        writer.reserve();
+        writer
     }
 
     /// The appender thread: runs until the log closes.
@@ -579,6 +581,8 @@ impl SegmentWriter {
             self.sync_active()
                 .map_err(|e| Error::io("fdatasync", self.shared.segment_path(old_first), e))?;
         }
+        self.trim()
+            .map_err(|e| Error::io("trim segment", self.shared.segment_path(old_first), e))?;
         let file = create_segment(&self.shared.dir, self.next_seq, now_nanos())?;
         {
             let mut st = self.shared.lock();
@@ -600,6 +604,7 @@ impl SegmentWriter {
         self.len = SEGMENT_HEADER_LEN as u64;
         self.synced_len = self.len;
         self.shared.syncer.reset(self.len, self.next_seq);
+        self.reserve();
         tracing::debug!(first_seq = self.next_seq, "started WAL segment");
         Ok(())
     }
@@ -681,6 +686,25 @@ impl SegmentWriter {
                 tracing::error!(error = %e, "final fdatasync of the WAL failed");
             }
         }
+        if let Err(e) = self.trim() {
+            tracing::error!(error = %e, "could not trim the active WAL segment at close");
+        }
+    }
+
+    /// Extends the active segment's file, sparsely, to `segment_bytes`: an append then
+    /// never changes the file's size, and `fdatasync` need not journal one. Recovery
+    /// treats the zeros after the last record as unwritten, and sealing trims them.
+    fn reserve(&self) {
+        let target = self.shared.opts.segment_bytes.max(self.len);
+        if let Err(e) = self.file.set_len(target) {
+            tracing::debug!(error = %e, "could not extend the active segment; appends grow it");
+        }
+    }
+
+    /// Cuts the active segment's file to its data and syncs that.
+    fn trim(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_data()
     }
 }
 

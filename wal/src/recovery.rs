@@ -280,6 +280,19 @@ fn scan_active(
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open active segment", &path, e))?;
+        // The appender extends the active segment with zeros ahead of its writes: those
+        // are not damage, only room.
+        let data_end = end_of_nonzero(&file, cut, file_len)
+            .map_err(|e| Error::io("read active segment", &path, e))?;
+        if data_end == cut {
+            if file_len > cut {
+                file.set_len(cut)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| Error::io("trim active segment", &path, e))?;
+            }
+            return Ok((cut, next, first_ts, last_ts));
+        }
+        let file_len = data_end;
         let records = next - first_seq;
         let avg_record = (cut - SEGMENT_HEADER_LEN as u64)
             .checked_div(records)
@@ -291,6 +304,9 @@ fn scan_active(
             // write: keep the bytes so readers report exactly these seqs lost, and never
             // hand the seqs out again.
             tracing::warn!(path = %path.display(), offset = cut, first_seq = next, last_seq = last, "damaged records at the end of the active WAL segment; readers will report them as a gap");
+            file.set_len(file_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io("trim active segment", &path, e))?;
             return Ok((file_len, last + 1, first_ts, last_ts));
         }
         tracing::warn!(path = %path.display(), offset = cut, bytes = file_len - cut, "cutting a torn tail off the active WAL segment");
@@ -300,6 +316,23 @@ fn scan_active(
         end = cut;
     }
     Ok((end, next, first_ts, last_ts))
+}
+
+/// The offset after the last non-zero byte in `[from, to)` (or `from`), read in chunks.
+fn end_of_nonzero(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut end = from;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
 }
 
 /// The highest sequence number that damaged-but-whole records in the tail `[cut, file_len)`
