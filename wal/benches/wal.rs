@@ -107,7 +107,9 @@ fn run_pipelined_appends(durability: Durability, batches: usize) -> Duration {
             }
             let appender = appender.clone();
             let b = template.clone();
-            in_flight.push_back(tokio::spawn(async move { appender.append(b).await.unwrap() }));
+            in_flight.push_back(tokio::spawn(
+                async move { appender.append(b).await.unwrap() },
+            ));
         }
         for h in in_flight {
             h.await.unwrap();

@@ -34,7 +34,8 @@ const MAX_BATCH_ENDS: usize = 256;
 pub struct Cursor {
     shared: Arc<Shared>,
     name: String,
-    file: CursorFile,
+    /// `None` for a reader that is not a durable cursor ([`crate::Wal::reader_from`]).
+    file: Option<CursorFile>,
     /// First sequence number not yet acknowledged (persisted).
     acked_next: Seq,
     /// Next sequence number to hand out.
@@ -56,7 +57,7 @@ impl Cursor {
     pub(crate) fn new(
         shared: Arc<Shared>,
         name: String,
-        file: CursorFile,
+        file: Option<CursorFile>,
         pos: CursorPosition,
     ) -> Self {
         let published = shared.published.subscribe();
@@ -169,7 +170,11 @@ impl Cursor {
             next: seq + 1,
             hint,
         };
-        self.file.store(pos)?;
+        let Some(file) = self.file.as_mut() else {
+            self.acked_next = pos.next;
+            return Ok(());
+        };
+        file.store(pos)?;
         self.acked_next = pos.next;
         {
             let mut st = self.shared.lock();
@@ -388,6 +393,9 @@ enum Step {
 
 impl Drop for Cursor {
     fn drop(&mut self) {
+        if self.file.is_none() {
+            return;
+        }
         if let Some(entry) = self.shared.lock().cursors.get_mut(&self.name) {
             entry.open = false;
         }

@@ -157,7 +157,7 @@ impl Wal {
             Ok((file, pos)) => Ok(Cursor::new(
                 self.shared.clone(),
                 name.to_string(),
-                file,
+                Some(file),
                 pos,
             )),
             Err(e) => {
@@ -170,6 +170,26 @@ impl Wal {
                 Err(e)
             }
         }
+    }
+
+    /// A reader from `seq` on (or from the oldest record, if `seq` is older) that is not a
+    /// durable cursor: it holds nothing back and its acks are not persisted. For tools.
+    pub fn reader_from(&self, seq: Seq) -> Cursor {
+        let oldest = {
+            let st = self.shared.lock();
+            st.segments
+                .front()
+                .map_or(st.published_next, |s| s.first_seq)
+        };
+        Cursor::new(
+            self.shared.clone(),
+            "reader".into(),
+            None,
+            CursorPosition {
+                next: seq.max(oldest),
+                hint: None,
+            },
+        )
     }
 
     /// The names of all cursors, open or not.

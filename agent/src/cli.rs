@@ -1,0 +1,198 @@
+//! The command line: `run`, `validate`, `wal inspect|verify|dump|forget-cursor`,
+//! `--version`. This is the binary's edge: errors become messages and exit codes here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{check_paths, Config};
+
+/// gapless — a log-forwarding agent that turns outages, crashes and full disks into
+/// delays, never silent gaps.
+#[derive(Debug, Parser)]
+#[command(name = "gapless", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/gapless/gapless.toml";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM (or, with a stdin source, until stdin is delivered).
+    ///
+    /// Example: gapless run --config /etc/gapless/gapless.toml
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GAPLESS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file without starting anything: syntax, keys, values, that data_dir
+    /// is writable and that files it names are readable. Exits 1 with the problems.
+    ///
+    /// Example: gapless validate --config /etc/gapless/gapless.toml
+    Validate {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GAPLESS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Look into the write-ahead log (stop the agent first: the WAL is locked while it runs).
+    ///
+    /// Example: gapless wal inspect --data-dir /var/lib/gapless
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Segments, sizes, sequence numbers and each cursor's backlog, as JSON.
+    ///
+    /// Example: gapless wal inspect --data-dir /var/lib/gapless
+    Inspect {
+        /// The agent's data_dir.
+        #[arg(long, default_value = "/var/lib/gapless")]
+        data_dir: PathBuf,
+    },
+    /// Check every record's checksum; list damaged ranges and the sequence numbers lost.
+    /// Exits 1 if anything is damaged.
+    ///
+    /// Example: gapless wal verify --data-dir /var/lib/gapless
+    Verify {
+        /// The agent's data_dir.
+        #[arg(long, default_value = "/var/lib/gapless")]
+        data_dir: PathBuf,
+    },
+    /// Print records as NDJSON.
+    ///
+    /// Example: gapless wal dump --data-dir /var/lib/gapless --from 1000 --limit 10
+    Dump {
+        /// The agent's data_dir.
+        #[arg(long, default_value = "/var/lib/gapless")]
+        data_dir: PathBuf,
+        /// First sequence number to print (default: the oldest).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Most records to print.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Delete the cursor of a sink that was removed from the config, releasing the backlog
+    /// only it held.
+    ///
+    /// Example: gapless wal forget-cursor old-platform --data-dir /var/lib/gapless
+    ForgetCursor {
+        /// The sink's name.
+        name: String,
+        /// The agent's data_dir.
+        #[arg(long, default_value = "/var/lib/gapless")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Validate { config } => validate(config),
+        Command::Wal { command } => wal(command),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("gapless: {msg}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GAPLESS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    init_logging(&config);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match rt.block_on(crate::pipeline::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gapless cannot run");
+            fail(e)
+        }
+    }
+}
+
+fn validate(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let problems = check_paths(&config);
+    if problems.is_empty() {
+        println!(
+            "{}: OK ({} sources, {} sinks)",
+            path.display(),
+            config.sources.len(),
+            config.sinks.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("gapless: {}: {p}", path.display());
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn wal(command: WalCommand) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = match command {
+        WalCommand::Inspect { data_dir } => {
+            crate::wal_tools::inspect(&data_dir, &mut out).map(|()| true)
+        }
+        WalCommand::Verify { data_dir } => crate::wal_tools::verify(&data_dir, &mut out),
+        WalCommand::Dump {
+            data_dir,
+            from,
+            limit,
+        } => crate::wal_tools::dump(&data_dir, from, limit, &mut out).map(|()| true),
+        WalCommand::ForgetCursor { name, data_dir } => {
+            crate::wal_tools::forget_cursor(&data_dir, &name).inspect(|&existed| {
+                if existed {
+                    println!("cursor {name:?} removed");
+                } else {
+                    println!("no cursor named {name:?}");
+                }
+            })
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(e),
+    }
+}

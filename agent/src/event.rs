@@ -1,0 +1,296 @@
+//! Events: how one becomes a WAL record and how it goes on the wire.
+//!
+//! A WAL payload is `[name_len: u8][source name][JSON object]`. The JSON object is the
+//! event as the platform will receive it minus its `seq`, which the sink adds when it
+//! encodes (the WAL assigns seqs). Keeping the source name in front lets a sink apply its
+//! `inputs` filter without parsing JSON.
+//!
+//! Every event has `message`, `timestamp` (RFC 3339, ingest time unless the source gave
+//! one), `host` and `source`; file events add `file`. Bytes that are not UTF-8 are replaced
+//! visibly (U+FFFD) and the event gets `"invalid_utf8": true`; the line is never dropped.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gapless_wal::AppendBatch;
+
+/// Writes events of one source into WAL batches.
+#[derive(Debug, Clone)]
+pub struct EventEncoder {
+    source: String,
+    host: String,
+    prefix: Vec<u8>,
+}
+
+impl EventEncoder {
+    /// An encoder for the source `source` on host `host`.
+    pub fn new(source: &str, host: &str) -> Self {
+        let name = &source.as_bytes()[..source.len().min(255)];
+        let mut prefix = Vec::with_capacity(1 + name.len());
+        prefix.push(name.len() as u8);
+        prefix.extend_from_slice(name);
+        EventEncoder {
+            source: source.to_string(),
+            host: host.to_string(),
+            prefix,
+        }
+    }
+
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Appends an event for one line (without its newline) to `batch`. `fields` are extra
+    /// string fields (`file`, …); `flags` extra `true` booleans (`truncated`, …).
+    pub fn push_line(
+        &self,
+        batch: &mut AppendBatch,
+        line: &[u8],
+        timestamp: &Timestamp,
+        fields: &[(&str, &str)],
+        flags: &[&str],
+    ) {
+        batch.push_with(|buf| {
+            buf.extend_from_slice(&self.prefix);
+            buf.extend_from_slice(b"{\"message\":");
+            let valid = write_json_bytes(buf, line);
+            buf.extend_from_slice(b",\"timestamp\":\"");
+            buf.extend_from_slice(timestamp.as_bytes());
+            buf.extend_from_slice(b"\",\"host\":");
+            write_json_str(buf, &self.host);
+            buf.extend_from_slice(b",\"source\":");
+            write_json_str(buf, &self.source);
+            for (k, v) in fields {
+                buf.push(b',');
+                write_json_str(buf, k);
+                buf.push(b':');
+                write_json_str(buf, v);
+            }
+            for f in flags {
+                buf.push(b',');
+                write_json_str(buf, f);
+                buf.extend_from_slice(b":true");
+            }
+            if !valid {
+                buf.extend_from_slice(b",\"invalid_utf8\":true");
+            }
+            buf.push(b'}');
+        });
+    }
+
+    /// Appends a JSON object received from a client, adding `timestamp`, `host` and
+    /// `source` where it lacks them.
+    pub fn push_object(
+        &self,
+        batch: &mut AppendBatch,
+        mut object: serde_json::Map<String, serde_json::Value>,
+        timestamp: &Timestamp,
+    ) {
+        object
+            .entry("timestamp")
+            .or_insert_with(|| timestamp.as_str().into());
+        object
+            .entry("host")
+            .or_insert_with(|| self.host.clone().into());
+        object
+            .entry("source")
+            .or_insert_with(|| self.source.clone().into());
+        batch.push_with(|buf| {
+            buf.extend_from_slice(&self.prefix);
+            // Serialising a map of JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, &object);
+        });
+    }
+}
+
+/// A WAL payload split into its source name and JSON object.
+pub fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = *payload.first()? as usize;
+    let name = payload.get(1..1 + n)?;
+    let json = payload.get(1 + n..)?;
+    Some((name, json))
+}
+
+/// Writes `s` as a JSON string.
+pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    write_json_bytes(buf, s.as_bytes());
+}
+
+/// Writes `bytes` as a JSON string, replacing invalid UTF-8 with U+FFFD. Returns whether
+/// the bytes were valid UTF-8.
+pub fn write_json_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    buf.push(b'"');
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            escape_into(buf, s.as_bytes());
+            true
+        }
+        Err(_) => {
+            escape_into(buf, String::from_utf8_lossy(bytes).as_bytes());
+            false
+        }
+    };
+    buf.push(b'"');
+    valid
+}
+
+fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                buf.extend_from_slice(&s[start..i]);
+                buf.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&s[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&s[start..]);
+}
+
+/// An RFC 3339 UTC timestamp with microseconds, formatted once and reused.
+#[derive(Debug, Clone)]
+pub struct Timestamp {
+    text: String,
+}
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self::from_system(SystemTime::now())
+    }
+
+    /// A given time.
+    pub fn from_system(t: SystemTime) -> Self {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self::from_unix_nanos(d.as_nanos() as u64)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub fn from_unix_nanos(nanos: u64) -> Self {
+        let secs = nanos / 1_000_000_000;
+        let micros = (nanos % 1_000_000_000) / 1000;
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let (y, m, d) = civil_from_days(days);
+        Timestamp {
+            text: format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60
+            ),
+        }
+    }
+
+    /// The formatted text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The host name, from the kernel (no external lookup).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(
+            Timestamp::from_unix_nanos(0).as_str(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_nanos(1_795_708_884_827_178_806).as_str(),
+            "2026-11-26T15:21:24.827178Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_nanos(951_782_400_000_000_000).as_str(),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn a_line_becomes_valid_json_with_source_in_front() {
+        let enc = EventEncoder::new("app", "web-1");
+        let mut batch = AppendBatch::new();
+        let ts = Timestamp::from_unix_nanos(0);
+        enc.push_line(
+            &mut batch,
+            b"say \"hi\"\t\x01\\",
+            &ts,
+            &[("file", "/x.log")],
+            &["truncated"],
+        );
+        enc.push_line(&mut batch, b"bad \xff byte", &ts, &[], &[]);
+        let wal = tempdir_wal();
+        let mut cursor = wal.cursor("t").unwrap_or_else(|e| panic!("{e}"));
+        wal.appender()
+            .append_blocking(batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let records = cursor
+            .try_read(10, 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (name, json) = split_payload(&records[0].payload).unwrap_or_else(|| panic!("split"));
+        assert_eq!(name, b"app");
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["message"], "say \"hi\"\t\u{1}\\");
+        assert_eq!(v["file"], "/x.log");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["host"], "web-1");
+        let (_, json) = split_payload(&records[1].payload).unwrap_or_else(|| panic!("split"));
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["message"], "bad \u{fffd} byte");
+        assert_eq!(v["invalid_utf8"], true);
+    }
+
+    fn tempdir_wal() -> gapless_wal::Wal {
+        let dir = std::env::temp_dir().join(format!("gapless-event-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        gapless_wal::Wal::open(&dir, gapless_wal::WalOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}

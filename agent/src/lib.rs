@@ -1,0 +1,35 @@
+//! # gapless: the agent
+//!
+//! Sources (tailed files, HTTP, stdin) append events to the write-ahead log of
+//! [`gapless_wal`]; one uploader per sink drains it from its own cursor and advances that
+//! cursor only when the destination confirms. The flow, and the folders, follow the data:
+//!
+//! ```text
+//! sources/ ──append──▶ WAL (gapless-wal) ──cursor per sink──▶ sinks/
+//!   file, http, stdin                                          http, console
+//! ```
+//!
+//! - [`config`] parses and validates the one TOML file (errors name key and line).
+//! - [`event`] is the shape of an event in the WAL and on the wire.
+//! - [`pipeline`] starts everything in order (WAL, sinks, sources, API) and stops it in
+//!   reverse on SIGTERM.
+//! - [`api`] serves `/health`, `/ready`, `/metrics` and `/status`.
+//! - [`cli`] is the command line; `main.rs` only calls it.
+//!
+//! The promise: an event is acknowledged to its sender (or its file offset checkpointed)
+//! only once it is in the WAL as durably as configured, and it leaves the WAL only once
+//! every sink delivered it — or once a policy dropped it, which is then said downstream
+//! in a gap record.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;
+pub mod wal_tools;
+
+pub use error::{Error, Result};

@@ -1,0 +1,288 @@
+//! Counters and gauges, in Prometheus form (prometheus-client), plus the per-sink state
+//! `/status` reports. Names follow `gapless_<component>_<what>_<unit>`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// Label set `{source="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source's name.
+    pub source: String,
+}
+
+/// Label set `{sink="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's name.
+    pub sink: String,
+}
+
+/// Label set `{sink="…",status="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// The sink's name.
+    pub sink: String,
+    /// HTTP status, or `error` for a connection error or timeout.
+    pub status: String,
+}
+
+/// Label set `{reason="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why (`wal_full_drop_oldest`, `wal_corrupt`, `dead_letter`, …).
+    pub reason: String,
+}
+
+/// What `/status` says about a sink, kept up to date by its uploader.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkState {
+    /// Events delivered since start.
+    pub delivered_events: u64,
+    /// Last sequence number delivered.
+    pub delivered_seq: Option<u64>,
+    /// Requests failed in a row.
+    pub consecutive_failures: u64,
+    /// The last error, if the last request failed (no secrets in it).
+    pub last_error: Option<String>,
+    /// When the last error happened (RFC 3339).
+    pub last_error_at: Option<String>,
+    /// When the last batch was delivered (RFC 3339).
+    pub last_success_at: Option<String>,
+    /// Events dead-lettered since start.
+    pub dead_lettered_events: u64,
+}
+
+/// All metrics of one agent.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// `gapless_source_events_total`.
+    pub source_events: Family<SourceLabel, Counter>,
+    /// `gapless_source_bytes_total`.
+    pub source_bytes: Family<SourceLabel, Counter>,
+    /// `gapless_source_rejected_requests_total` (http source 4xx/5xx answers).
+    pub source_rejected: Family<SourceLabel, Counter>,
+    /// `gapless_sink_events_sent_total`.
+    pub sink_events_sent: Family<SinkLabel, Counter>,
+    /// `gapless_sink_bytes_sent_total` (request bodies as sent).
+    pub sink_bytes_sent: Family<SinkLabel, Counter>,
+    /// `gapless_sink_requests_total`.
+    pub sink_requests: Family<RequestLabel, Counter>,
+    /// `gapless_sink_retries_total`.
+    pub sink_retries: Family<SinkLabel, Counter>,
+    /// `gapless_sink_dead_letter_events_total`.
+    pub sink_dead_letter_events: Family<SinkLabel, Counter>,
+    /// `gapless_sink_backlog_events`.
+    pub sink_backlog_events: Family<SinkLabel, Gauge>,
+    /// `gapless_sink_backlog_bytes`.
+    pub sink_backlog_bytes: Family<SinkLabel, Gauge>,
+    /// `gapless_sink_oldest_undelivered_age_seconds`.
+    pub sink_oldest_age: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    /// `gapless_dropped_events_total` (by reason; what gap records describe).
+    pub dropped_events: Family<ReasonLabel, Counter>,
+    /// `gapless_gap_records_total` (gap records sent downstream, by reason).
+    pub gap_records: Family<ReasonLabel, Counter>,
+    /// `gapless_wal_bytes`.
+    pub wal_bytes: Gauge,
+    /// `gapless_wal_max_bytes`.
+    pub wal_max_bytes: Gauge,
+    /// `gapless_wal_segments`.
+    pub wal_segments: Gauge,
+    /// `gapless_wal_appended_records` (since start).
+    pub wal_appended_records: Gauge,
+    /// `gapless_wal_appended_bytes` (since start).
+    pub wal_appended_bytes: Gauge,
+    /// `gapless_wal_fsyncs` (since start).
+    pub wal_fsyncs: Gauge,
+    /// `gapless_wal_fsync_seconds` (time spent in fdatasync since start).
+    pub wal_fsync_seconds: Gauge<f64, AtomicU64>,
+    /// `gapless_wal_disk_full_errors` (since start).
+    pub wal_disk_full_errors: Gauge,
+    /// Per-sink state for `/status`.
+    pub sinks: Mutex<BTreeMap<String, SinkState>>,
+    /// When the agent started.
+    pub started: SystemTime,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gapless");
+        macro_rules! reg {
+            ($name:expr, $help:expr, $m:expr) => {{
+                let m = $m;
+                registry.register($name, $help, m.clone());
+                m
+            }};
+        }
+        Metrics {
+            source_events: reg!(
+                "source_events",
+                "Events appended to the WAL per source",
+                Family::default()
+            ),
+            source_bytes: reg!(
+                "source_bytes",
+                "Bytes of events appended per source",
+                Family::default()
+            ),
+            source_rejected: reg!(
+                "source_rejected_requests",
+                "Requests a source refused (4xx/5xx)",
+                Family::default()
+            ),
+            sink_events_sent: reg!(
+                "sink_events_sent",
+                "Events delivered per sink (2xx)",
+                Family::default()
+            ),
+            sink_bytes_sent: reg!(
+                "sink_bytes_sent",
+                "Request body bytes delivered per sink",
+                Family::default()
+            ),
+            sink_requests: reg!(
+                "sink_requests",
+                "Requests per sink by HTTP status",
+                Family::default()
+            ),
+            sink_retries: reg!(
+                "sink_retries",
+                "Retried requests per sink",
+                Family::default()
+            ),
+            sink_dead_letter_events: reg!(
+                "sink_dead_letter_events",
+                "Events moved to the dead-letter queue per sink",
+                Family::default()
+            ),
+            sink_backlog_events: reg!(
+                "sink_backlog_events",
+                "WAL records not yet delivered per sink",
+                Family::default()
+            ),
+            sink_backlog_bytes: reg!(
+                "sink_backlog_bytes",
+                "WAL bytes not yet delivered per sink",
+                Family::default()
+            ),
+            sink_oldest_age: reg!(
+                "sink_oldest_undelivered_age_seconds",
+                "Age of the oldest undelivered record per sink",
+                Family::default()
+            ),
+            dropped_events: reg!(
+                "dropped_events",
+                "Events dropped or lost, by reason",
+                Family::default()
+            ),
+            gap_records: reg!(
+                "gap_records",
+                "Gap records sent downstream, by reason",
+                Family::default()
+            ),
+            wal_bytes: reg!("wal_bytes", "Bytes in WAL segments", Gauge::default()),
+            wal_max_bytes: reg!(
+                "wal_max_bytes",
+                "Configured bound of the WAL",
+                Gauge::default()
+            ),
+            wal_segments: reg!("wal_segments", "WAL segment files", Gauge::default()),
+            wal_appended_records: reg!(
+                "wal_appended_records",
+                "Records appended since start",
+                Gauge::default()
+            ),
+            wal_appended_bytes: reg!(
+                "wal_appended_bytes",
+                "Bytes appended since start",
+                Gauge::default()
+            ),
+            wal_fsyncs: reg!(
+                "wal_fsyncs",
+                "fdatasync calls on WAL segments since start",
+                Gauge::default()
+            ),
+            wal_fsync_seconds: reg!(
+                "wal_fsync_seconds",
+                "Seconds spent in fdatasync since start",
+                Gauge::default()
+            ),
+            wal_disk_full_errors: reg!(
+                "wal_disk_full_errors",
+                "WAL appends that met a full disk since start",
+                Gauge::default()
+            ),
+            registry,
+            sinks: Mutex::new(BTreeMap::new()),
+            started: SystemTime::now(),
+        }
+    }
+
+    /// Counts events a source appended.
+    pub fn source_appended(&self, source: &str, events: u64, bytes: u64) {
+        let l = SourceLabel {
+            source: source.to_string(),
+        };
+        self.source_events.get_or_create(&l).inc_by(events);
+        self.source_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    /// Updates a sink's `/status` state.
+    pub fn sink_state(&self, sink: &str, f: impl FnOnce(&mut SinkState)) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        f(sinks.entry(sink.to_string()).or_default());
+    }
+
+    /// Refreshes the gauges derived from the WAL's stats.
+    pub fn observe_wal(&self, stats: &gapless_wal::Stats) {
+        self.wal_bytes.set(stats.bytes as i64);
+        self.wal_max_bytes.set(stats.max_bytes as i64);
+        self.wal_segments.set(stats.segments as i64);
+        self.wal_appended_records.set(stats.appended_records as i64);
+        self.wal_appended_bytes.set(stats.appended_bytes as i64);
+        self.wal_fsyncs.set(stats.syncs as i64);
+        self.wal_fsync_seconds.set(stats.sync_seconds);
+        self.wal_disk_full_errors.set(stats.disk_full_errors as i64);
+        let now = crate::event::unix_nanos_now();
+        for c in &stats.cursors {
+            let l = SinkLabel {
+                sink: c.name.clone(),
+            };
+            self.sink_backlog_events
+                .get_or_create(&l)
+                .set(c.backlog_records as i64);
+            self.sink_backlog_bytes
+                .get_or_create(&l)
+                .set(c.backlog_bytes as i64);
+            let age = c
+                .oldest_unacked
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1e9);
+            self.sink_oldest_age.get_or_create(&l).set(age);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,247 @@
+//! Wiring and lifecycle: open the WAL, start the sinks (each with its cursor), then the
+//! sources, then the API; on SIGTERM/SIGINT stop in reverse — sources stop taking input,
+//! sinks finish in-flight requests within `shutdown_timeout`, the WAL is closed — and exit 0.
+//! A part that fails is logged and restarted after a pause: never a crash loop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gapless_wal::Wal;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, ApiState};
+use crate::config::{Config, SinkKind, SourceConfig};
+use crate::error::{Error, Result};
+use crate::event::{hostname, EventEncoder};
+use crate::metrics::Metrics;
+use crate::sinks::{self, SinkContext};
+use crate::sources::{self, SourceContext};
+
+/// How long a failed source or sink waits before it is started again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// The WAL's directory inside `data_dir`.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+/// The agent id: from the config, else the one kept in `data_dir/agent_id`, else a new
+/// UUID written there (kept across restarts and upgrades).
+pub fn agent_id(config: &Config) -> Result<String> {
+    if let Some(id) = &config.agent_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("agent_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read agent id", &path, e)),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io("write agent id", &path, e))?;
+    Ok(id)
+}
+
+/// Runs the agent until SIGTERM/SIGINT, or — with a stdin source — until stdin ended and
+/// everything read from it was delivered.
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::io("create data_dir", &config.data_dir, e))?;
+    let wal_path = wal_dir(&config.data_dir);
+    let opts = config.wal.clone();
+    let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_path, opts))
+        .await
+        .map_err(|e| Error::io("open WAL", "wal", std::io::Error::other(e.to_string())))??;
+    let wal = Arc::new(wal);
+    let agent_id = agent_id(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let host = hostname();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tracing::info!(agent_id = %agent_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "gapless starting");
+
+    let api_state = Arc::new(ApiState {
+        ready: Default::default(),
+        metrics: metrics.clone(),
+        wal: wal.clone(),
+        agent_id: agent_id.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.api.address)
+        .await
+        .map_err(|e| Error::io("bind api", config.api.address.to_string(), e))?;
+    let mut tasks = JoinSet::new();
+    {
+        let mut sd = shutdown_rx.clone();
+        let app = api::router(api_state.clone());
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    while !*sd.borrow_and_update() {
+                        if sd.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+
+    // Sinks first, so that their cursors exist before anything is appended.
+    let stdin_source = config
+        .sources
+        .iter()
+        .find(|(_, s)| matches!(s, SourceConfig::Stdin))
+        .map(|(n, _)| n.clone());
+    let mut stdin_watchers: BTreeMap<String, watch::Receiver<u64>> = BTreeMap::new();
+    for (name, sink) in &config.sinks {
+        let inputs: HashSet<String> = sink.inputs.iter().cloned().collect();
+        let (delivered_tx, delivered_rx) = watch::channel(0u64);
+        if let Some(stdin) = &stdin_source {
+            if inputs.is_empty() || inputs.contains(stdin) {
+                stdin_watchers.insert(name.clone(), delivered_rx);
+            }
+        }
+        let name = name.clone();
+        let kind = sink.kind.clone();
+        let wal = wal.clone();
+        let metrics = metrics.clone();
+        let shutdown = shutdown_rx.clone();
+        let agent_id = agent_id.clone();
+        let dead_letter_dir = config.data_dir.join("dead-letter").join(&name);
+        let shutdown_timeout = config.shutdown_timeout;
+        tasks.spawn(async move {
+            loop {
+                let cursor = match wal.cursor(&name) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "cannot open the sink's cursor; retrying");
+                        tokio::time::sleep(RESTART_PAUSE).await;
+                        continue;
+                    }
+                };
+                let ctx = SinkContext {
+                    name: name.clone(),
+                    cursor,
+                    inputs: inputs.clone(),
+                    agent_id: agent_id.clone(),
+                    dead_letter_dir: dead_letter_dir.clone(),
+                    shutdown: shutdown.clone(),
+                    shutdown_timeout,
+                    metrics: metrics.clone(),
+                    delivered: delivered_tx.clone(),
+                };
+                let result = match &kind {
+                    SinkKind::Http(cfg) => sinks::http::run(ctx, (**cfg).clone()).await,
+                    SinkKind::Console => sinks::console::run(ctx).await,
+                };
+                if *shutdown.borrow() {
+                    return;
+                }
+                match result {
+                    Ok(()) => tracing::warn!(sink = %name, "sink stopped unexpectedly; restarting"),
+                    Err(e) => tracing::error!(sink = %name, error = %e, "sink failed; restarting"),
+                }
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+        });
+    }
+
+    let (stdin_done_tx, mut stdin_done_rx) = watch::channel::<Option<u64>>(None);
+    let mut source_tasks = JoinSet::new();
+    for (name, source) in &config.sources {
+        let state_dir = config.data_dir.join("sources").join(name);
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| Error::io("create source state dir", &state_dir, e))?;
+        let ctx = SourceContext {
+            name: name.clone(),
+            appender: wal.appender(),
+            encoder: EventEncoder::new(name, &host),
+            state_dir,
+            shutdown: shutdown_rx.clone(),
+            metrics: metrics.clone(),
+        };
+        let source = source.clone();
+        let stdin_done = stdin_done_tx.clone();
+        source_tasks.spawn(async move {
+            loop {
+                let result = match &source {
+                    SourceConfig::File(c) => sources::file::run(ctx.clone(), c.clone()).await,
+                    SourceConfig::Http(c) => sources::http::run(ctx.clone(), c.clone()).await,
+                    SourceConfig::Stdin => sources::stdin::run(ctx.clone(), stdin_done.clone()).await,
+                };
+                if ctx.stopping() {
+                    return;
+                }
+                match result {
+                    Ok(()) => tracing::warn!(source = %ctx.name, "source stopped unexpectedly; restarting"),
+                    Err(e) => tracing::error!(source = %ctx.name, error = %e, "source failed; restarting"),
+                }
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+        });
+    }
+    api_state.ready.store(true, Ordering::Release);
+    tracing::info!(sources = config.sources.len(), sinks = config.sinks.len(), api = %config.api.address, "gapless running");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("install SIGTERM handler", "signal", e))?;
+    let stdin_delivered = async {
+        let last = loop {
+            if let Some(last) = *stdin_done_rx.borrow_and_update() {
+                break last;
+            }
+            if stdin_done_rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        for (sink, rx) in stdin_watchers.iter_mut() {
+            while *rx.borrow_and_update() < last {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            tracing::info!(sink = %sink, last_seq = last, "everything read from stdin is delivered");
+        }
+    };
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        r = tokio::signal::ctrl_c() => {
+            if r.is_ok() {
+                tracing::info!("SIGINT: shutting down");
+            }
+        }
+        () = stdin_delivered => {}
+    }
+    let _ = shutdown_tx.send(true);
+    api_state.ready.store(false, Ordering::Release);
+    let grace = config.shutdown_timeout + Duration::from_secs(2);
+    let drained = tokio::time::timeout(grace, async {
+        while source_tasks.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown: some tasks did not finish in time; their work stays in the WAL");
+        source_tasks.abort_all();
+        tasks.abort_all();
+    }
+    drop(api_state);
+    match Arc::try_unwrap(wal) {
+        Ok(wal) => {
+            tokio::task::spawn_blocking(move || wal.close()).await.ok();
+        }
+        Err(_) => tracing::debug!("WAL still referenced at exit; it syncs as the process ends"),
+    }
+    tracing::info!("gapless stopped");
+    Ok(())
+}

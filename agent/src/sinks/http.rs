@@ -1,0 +1,579 @@
+//! The HTTP uploader: one per sink. Two halves run side by side:
+//!
+//! 1. the **reader** owns the cursor: it fills batches ([`BatchReader`]), encodes and
+//!    compresses them off the async threads, hands them over, and applies acknowledgements;
+//! 2. the **sender** keeps up to `concurrency` requests in flight and retries each
+//!    forever — connection errors, timeouts, 408, 429, 5xx, 401/403 — with backoff and
+//!    `Retry-After`; splits on 413; dead-letters other 4xx. It reports completed batches
+//!    in order, so the cursor only ever advances over a contiguous delivered prefix.
+//!
+//! While one request is in flight the next batch is already being compressed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Encoding, HttpSinkConfig};
+use crate::error::{Error, Result};
+use crate::event::{hostname, Timestamp};
+use crate::metrics::{Metrics, ReasonLabel, RequestLabel, SinkLabel};
+use crate::sinks::batch::{Batch, BatchLimits, BatchReader};
+use crate::sinks::dead_letter::{self, DeadLetterMeta};
+use crate::sinks::encode::{encode, gzip};
+use crate::sinks::retry::{parse_retry_after, RetryPolicy};
+use crate::sinks::SinkContext;
+
+/// A batch ready to send.
+struct Prepared {
+    batch: Batch,
+    body: Bytes,
+}
+
+/// How a batch ended.
+enum Outcome {
+    /// Delivered (or dead-lettered): the cursor may move past `last_seq`.
+    Done { last_seq: u64 },
+    /// Shutdown came first: it stays in the WAL.
+    Aborted,
+}
+
+/// Everything the sender needs, shared by its in-flight requests.
+struct Sender {
+    name: String,
+    cfg: HttpSinkConfig,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    host: String,
+    agent_id: String,
+    metrics: Arc<Metrics>,
+    dead_letter_dir: std::path::PathBuf,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Builds the HTTP client of a sink: rustls (ring), the configured CA, client
+/// certificate and timeouts; no redirects (a POST must not silently become a GET).
+pub fn build_client(name: &str, cfg: &HttpSinkConfig) -> Result<reqwest::Client> {
+    let err = |reason: String| Error::Client {
+        sink: name.to_string(),
+        reason,
+    };
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("gapless/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &cfg.tls.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| err(format!("tls.ca_file {}: {e}", ca.display())))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| err(format!("tls.ca_file {}: {e}", ca.display())))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        let mut pem = std::fs::read(cert)
+            .map_err(|e| err(format!("tls.cert_file {}: {e}", cert.display())))?;
+        pem.extend(
+            std::fs::read(key).map_err(|e| err(format!("tls.key_file {}: {e}", key.display())))?,
+        );
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| err(format!("client certificate: {e}")))?;
+        b = b.identity(id);
+    }
+    if cfg.tls.insecure_skip_verify {
+        tracing::warn!(
+            sink = name,
+            "TLS certificate verification is OFF for this sink"
+        );
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| err(format!("HTTP client: {e}")))
+}
+
+fn static_headers(name: &str, cfg: &HttpSinkConfig, agent_id: &str) -> Result<HeaderMap> {
+    let err = |reason: String| Error::Client {
+        sink: name.to_string(),
+        reason,
+    };
+    let mut h = HeaderMap::new();
+    let ct = match cfg.encoding {
+        Encoding::Ndjson => "application/x-ndjson",
+        Encoding::Json => "application/json",
+    };
+    h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    if cfg.gzip {
+        h.insert(
+            reqwest::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    for (k, v) in &cfg.headers {
+        let k =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(format!("header {k:?}: {e}")))?;
+        let v = HeaderValue::from_str(v).map_err(|e| err(format!("header value: {e}")))?;
+        h.insert(k, v);
+    }
+    if let Some(token) = cfg
+        .auth
+        .token()
+        .map_err(|e| err(format!("auth.bearer_token_file: {e}")))?
+    {
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| err("the bearer token is not a valid header value".into()))?;
+        v.set_sensitive(true);
+        h.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(agent_id) {
+        h.insert("gapless-agent-id", v);
+    }
+    Ok(h)
+}
+
+/// Runs the uploader of one sink until shutdown.
+pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
+    let client = build_client(&ctx.name, &cfg)?;
+    let headers = static_headers(&ctx.name, &cfg, &ctx.agent_id)?;
+    let SinkContext {
+        name,
+        mut cursor,
+        inputs,
+        agent_id,
+        dead_letter_dir,
+        shutdown,
+        shutdown_timeout,
+        metrics,
+        delivered,
+    } = ctx;
+    let limits = BatchLimits {
+        max_events: cfg.batch_max_events,
+        max_bytes: cfg.batch_max_bytes,
+        timeout: cfg.batch_timeout,
+    };
+    let host = hostname();
+    let sender = Arc::new(Sender {
+        name: name.clone(),
+        cfg: cfg.clone(),
+        client,
+        headers,
+        host: host.clone(),
+        agent_id,
+        metrics: metrics.clone(),
+        dead_letter_dir,
+        shutdown: shutdown.clone(),
+    });
+    let (tx, rx) = mpsc::channel::<Prepared>(1);
+    let (ack_tx, ack_rx) = watch::channel(0u64);
+
+    let reader = async {
+        let mut reader = BatchReader::new(&inputs, limits);
+        let mut shutdown = shutdown.clone();
+        let mut ack_rx = ack_rx;
+        let mut tx = Some(tx);
+        loop {
+            if *shutdown.borrow() {
+                // Stop reading; keep applying acks until the sender is done.
+                tx = None;
+            }
+            let Some(sender_tx) = tx.clone() else {
+                if ack_rx.changed().await.is_err() {
+                    return Ok::<(), Error>(());
+                }
+                apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
+                continue;
+            };
+            tokio::select! {
+                biased;
+                changed = ack_rx.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
+                }
+                _ = shutdown.changed() => {}
+                batch = reader.next(&mut cursor) => {
+                    let prepared = prepare(batch?, cfg.encoding, cfg.gzip, host.clone()).await;
+                    let send = sender_tx.send(prepared);
+                    tokio::pin!(send);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            changed = ack_rx.changed() => {
+                                if changed.is_err() {
+                                    return Ok(());
+                                }
+                                apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
+                            }
+                            sent = &mut send => {
+                                if sent.is_err() {
+                                    return Ok(());
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let sending = {
+        let sender = sender.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            let mut rx = rx;
+            let mut in_flight = FuturesOrdered::new();
+            let mut open = true;
+            let concurrency = sender.cfg.concurrency;
+            loop {
+                tokio::select! {
+                    next = rx.recv(), if open && in_flight.len() < concurrency => match next {
+                        Some(p) => in_flight.push_back(sender.clone().deliver(p)),
+                        None => open = false,
+                    },
+                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
+                        Outcome::Done { last_seq } => {
+                            let _ = ack_tx.send(last_seq);
+                        }
+                        // Nothing after an undelivered batch may be acknowledged.
+                        Outcome::Aborted => return,
+                    },
+                    _ = shutdown.changed(), if open => {
+                        if *shutdown.borrow() {
+                            open = false;
+                        }
+                    }
+                    else => return,
+                }
+                if !open && in_flight.is_empty() {
+                    return;
+                }
+            }
+        }
+    };
+    let sending = async {
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            () = sending => {}
+            () = async {
+                while !*sd.borrow_and_update() {
+                    if sd.changed().await.is_err() { break; }
+                }
+                tokio::time::sleep(shutdown_timeout).await;
+            } => {
+                tracing::warn!(sink = %name, "shutdown timeout: requests still in flight are left in the WAL");
+            }
+        }
+    };
+    let (read_result, ()) = tokio::join!(reader, sending);
+    read_result
+}
+
+fn apply_ack(
+    cursor: &mut gapless_wal::Cursor,
+    ack_rx: &watch::Receiver<u64>,
+    delivered: &watch::Sender<u64>,
+    metrics: &Metrics,
+    name: &str,
+) -> Result<()> {
+    let seq = *ack_rx.borrow();
+    if seq >= cursor.acked_next() {
+        cursor.ack(seq)?;
+        metrics.sink_state(name, |s| s.delivered_seq = Some(seq));
+        let _ = delivered.send(seq);
+    }
+    Ok(())
+}
+
+async fn prepare(batch: Batch, encoding: Encoding, compress: bool, host: String) -> Prepared {
+    tokio::task::spawn_blocking(move || {
+        let raw = encode(&batch.records, encoding, &host);
+        let body = if compress { gzip(&raw) } else { raw };
+        Prepared {
+            batch,
+            body: Bytes::from(body),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        // encode/gzip do not panic; if they did, fail loudly rather than send garbage.
+        panic!("encoding a batch panicked: {e}")
+    })
+}
+
+/// How a request ended, once it is not retried.
+enum Final {
+    Delivered,
+    TooLarge,
+    Rejected { status: StatusCode, body: String },
+}
+
+/// What one request attempt got.
+enum Attempt {
+    Final(Final),
+    Retry { wait: Option<Duration>, why: String },
+}
+
+impl Sender {
+    /// Delivers one prepared batch, retrying forever; splits on 413; dead-letters a
+    /// permanent rejection.
+    async fn deliver(self: Arc<Self>, first: Prepared) -> Outcome {
+        let last_seq = first.batch.last_seq;
+        let mut parts: VecDeque<Prepared> = VecDeque::from([first]);
+        while let Some(part) = parts.pop_front() {
+            match self.deliver_part(&part).await {
+                Some(Final::Delivered) => {}
+                Some(Final::TooLarge) if part.batch.records.len() > 1 => {
+                    let (a, b) = part.batch.split();
+                    tracing::info!(sink = %self.name, events = a.records.len() + b.records.len(), "413 from the receiver: splitting the batch");
+                    let pa = prepare(a, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
+                    let pb = prepare(b, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
+                    parts.push_front(pb);
+                    parts.push_front(pa);
+                }
+                Some(Final::TooLarge) => {
+                    self.dead_letter(&part, StatusCode::PAYLOAD_TOO_LARGE, String::new())
+                }
+                Some(Final::Rejected { status, body }) => self.dead_letter(&part, status, body),
+                None => return Outcome::Aborted,
+            }
+        }
+        Outcome::Done { last_seq }
+    }
+
+    /// Sends until the part is delivered, too large or rejected. `None` on shutdown.
+    async fn deliver_part(&self, part: &Prepared) -> Option<Final> {
+        let policy = RetryPolicy {
+            initial: self.cfg.initial_backoff,
+            max: self.cfg.max_backoff,
+        };
+        let label = SinkLabel {
+            sink: self.name.clone(),
+        };
+        let mut attempt = 0u32;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let result = self.attempt(part).await;
+            match result {
+                Attempt::Retry { wait, why } => {
+                    if *shutdown.borrow() {
+                        return None;
+                    }
+                    let backoff = wait.unwrap_or_else(|| policy.backoff(attempt));
+                    self.failed(attempt, &why, backoff);
+                    self.metrics.sink_retries.get_or_create(&label).inc();
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                }
+                Attempt::Final(done) => {
+                    if attempt > 0 {
+                        tracing::info!(sink = %self.name, attempts = attempt + 1, "sink recovered: delivering again");
+                    }
+                    return Some(done);
+                }
+            }
+        }
+    }
+
+    fn failed(&self, attempt: u32, why: &str, backoff: Duration) {
+        let now = Timestamp::now().as_str().to_string();
+        self.metrics.sink_state(&self.name, |s| {
+            s.consecutive_failures += 1;
+            s.last_error = Some(why.to_string());
+            s.last_error_at = Some(now);
+        });
+        if attempt == 0 {
+            tracing::warn!(sink = %self.name, error = why, retry_in_ms = backoff.as_millis() as u64, "sink failing; retrying with backoff");
+        } else if attempt.is_multiple_of(10) {
+            tracing::error!(sink = %self.name, error = why, attempts = attempt + 1, "sink still failing; events wait in the WAL");
+        }
+    }
+
+    async fn attempt(&self, part: &Prepared) -> Attempt {
+        let b = &part.batch;
+        let mut req = self
+            .client
+            .post(self.cfg.uri.clone())
+            .headers(self.headers.clone())
+            .header(
+                "idempotency-key",
+                format!(
+                    "{}-{}-{}-{}",
+                    self.agent_id, self.name, b.first_seq, b.last_seq
+                ),
+            )
+            .header(
+                "gapless-seq-range",
+                format!("{}-{}", b.first_seq, b.last_seq),
+            )
+            .header(
+                "gapless-prev-seq",
+                b.first_seq.saturating_sub(1).to_string(),
+            )
+            .body(part.body.clone());
+        if let Some(auth_file) = &self.cfg.auth.bearer_token_file {
+            // Re-read on every request: a rotated token file takes effect at once.
+            if self.cfg.auth.bearer_token.is_none() {
+                if let Ok(t) = std::fs::read_to_string(auth_file) {
+                    req = req.bearer_auth(t.trim());
+                }
+            }
+        }
+        let status_label = |s: &str| RequestLabel {
+            sink: self.name.clone(),
+            status: s.to_string(),
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .sink_requests
+                    .get_or_create(&status_label("error"))
+                    .inc();
+                let why = if e.is_timeout() {
+                    "request timed out".to_string()
+                } else {
+                    format!("request failed: {}", error_chain(&e))
+                };
+                return Attempt::Retry { wait: None, why };
+            }
+        };
+        let status = resp.status();
+        self.metrics
+            .sink_requests
+            .get_or_create(&status_label(status.as_str()))
+            .inc();
+        if status.is_success() {
+            let events = b.records.len() as u64;
+            let label = SinkLabel {
+                sink: self.name.clone(),
+            };
+            self.metrics
+                .sink_events_sent
+                .get_or_create(&label)
+                .inc_by(events);
+            self.metrics
+                .sink_bytes_sent
+                .get_or_create(&label)
+                .inc_by(part.body.len() as u64);
+            let gaps: Vec<_> = b.records.iter().filter_map(|r| r.gap()).collect();
+            for g in gaps {
+                self.metrics
+                    .gap_records
+                    .get_or_create(&ReasonLabel {
+                        reason: g.reason.as_str().into(),
+                    })
+                    .inc();
+            }
+            let now = Timestamp::now().as_str().to_string();
+            self.metrics.sink_state(&self.name, |s| {
+                s.delivered_events += events;
+                s.consecutive_failures = 0;
+                s.last_error = None;
+                s.last_success_at = Some(now);
+            });
+            return Attempt::Final(Final::Delivered);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = resp.text().await.unwrap_or_default();
+        let body: String = body.chars().take(2048).collect();
+        match status.as_u16() {
+            408 | 429 | 500..=599 => Attempt::Retry {
+                wait: retry_after,
+                why: format!("HTTP {status}"),
+            },
+            401 | 403 => {
+                tracing::error!(sink = %self.name, status = status.as_u16(), "the receiver refuses our credentials; retrying until they are fixed (nothing is dropped)");
+                Attempt::Retry {
+                    wait: retry_after,
+                    why: format!("HTTP {status}: credentials refused"),
+                }
+            }
+            413 => Attempt::Final(Final::TooLarge),
+            300..=399 => Attempt::Retry {
+                wait: None,
+                why: format!("HTTP {status}: redirects are not followed; check the sink's uri"),
+            },
+            _ => Attempt::Final(Final::Rejected { status, body }),
+        }
+    }
+
+    fn dead_letter(&self, part: &Prepared, status: StatusCode, response: String) {
+        let b = &part.batch;
+        let meta = DeadLetterMeta {
+            sink: self.name.clone(),
+            first_seq: b.first_seq,
+            last_seq: b.last_seq,
+            events: b.records.len(),
+            status: status.as_u16(),
+            response,
+            at: Timestamp::now().as_str().to_string(),
+        };
+        let ndjson = encode(&b.records, Encoding::Ndjson, &self.host);
+        match dead_letter::store(&self.dead_letter_dir, &meta, &ndjson) {
+            Ok(path) => {
+                tracing::error!(sink = %self.name, status = status.as_u16(), events = b.records.len(), first_seq = b.first_seq, last_seq = b.last_seq, path = %path.display(), "batch rejected permanently; moved to the dead-letter queue");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "could not write the dead-letter file");
+            }
+        }
+        let label = SinkLabel {
+            sink: self.name.clone(),
+        };
+        let n = b.records.len() as u64;
+        self.metrics
+            .sink_dead_letter_events
+            .get_or_create(&label)
+            .inc_by(n);
+        self.metrics
+            .dropped_events
+            .get_or_create(&ReasonLabel {
+                reason: "dead_letter".into(),
+            })
+            .inc_by(n);
+        self.metrics
+            .sink_state(&self.name, |s| s.dead_lettered_events += n);
+    }
+}
+
+/// The error and its causes, without URLs that might carry credentials.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = e.without_url_ref().to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url() {
+            s = s.replace(url.as_str(), "<uri>");
+        }
+        s
+    }
+}
