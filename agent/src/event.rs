@@ -135,8 +135,20 @@ pub fn write_json_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
 }
 
 fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.reserve(s.len());
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0;
+    while i < s.len() {
+        // Skip eight bytes at a time while none needs escaping (most log text).
+        if i + 8 <= s.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&s[i..i + 8]);
+            if !needs_escape_word(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = s[i];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -145,17 +157,41 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
             b'\t' => b"\\t",
             0..=0x1f => {
                 buf.extend_from_slice(&s[start..i]);
-                buf.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-                start = i + 1;
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
+                i += 1;
+                start = i;
                 continue;
             }
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         buf.extend_from_slice(&s[start..i]);
         buf.extend_from_slice(esc);
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     buf.extend_from_slice(&s[start..]);
+}
+
+/// Whether any of the eight bytes is a control character, `"` or `\\` (SWAR).
+fn needs_escape_word(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let quote = has_zero(x ^ (ONES * b'"' as u64));
+    let backslash = has_zero(x ^ (ONES * b'\\' as u64));
+    (below_space | quote | backslash) != 0
 }
 
 /// An RFC 3339 UTC timestamp with microseconds, formatted once and reused.
@@ -238,6 +274,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escaping_matches_serde_json_for_every_byte_in_every_position() {
+        for b in 0u8..=127 {
+            for pos in 0..10 {
+                let mut text = vec![b'a'; 10];
+                text[pos] = b;
+                let s = String::from_utf8(text).unwrap_or_default();
+                let mut ours = Vec::new();
+                write_json_str(&mut ours, &s);
+                let theirs: String =
+                    serde_json::from_slice(&ours).unwrap_or_else(|e| panic!("{b} {pos}: {e}"));
+                assert_eq!(theirs, s, "byte {b} at {pos}");
+            }
+        }
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(
             Timestamp::from_unix_nanos(0).as_str(),
@@ -245,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             Timestamp::from_unix_nanos(1_795_708_884_827_178_806).as_str(),
-            "2026-11-26T15:21:24.827178Z"
+            "2026-11-26T16:01:24.827178Z"
         );
         assert_eq!(
             Timestamp::from_unix_nanos(951_782_400_000_000_000).as_str(),
