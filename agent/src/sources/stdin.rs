@@ -18,6 +18,9 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
     let mut last_seq = 0u64;
     let mut chunk = vec![0u8; CHUNK];
+    // Up to two appends in flight: the next chunk is read and encoded while the previous
+    // one is being synced.
+    let mut in_flight: Option<tokio::task::JoinHandle<crate::Result<(u64, u64, u64)>>> = None;
     loop {
         let n = tokio::select! {
             r = stdin.read(&mut chunk) => r.map_err(|e| crate::Error::io("read", "stdin", e))?,
@@ -43,12 +46,19 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
         if !batch.is_empty() {
             let events = batch.len() as u64;
             let bytes = batch.payload_bytes() as u64;
-            let range = ctx.appender.append(batch).await?;
-            ctx.metrics
-                .source_appended(ctx.encoder.source(), events, bytes);
-            last_seq = range.last;
+            let appender = ctx.appender.clone();
+            let next = tokio::spawn(async move {
+                let range = appender.append(batch).await?;
+                Ok((range.last, events, bytes))
+            });
+            if let Some(prev) = in_flight.replace(next) {
+                last_seq = finish(&ctx, prev).await?;
+            }
         }
         if eof {
+            if let Some(prev) = in_flight.take() {
+                last_seq = finish(&ctx, prev).await?;
+            }
             let _ = done.send(Some(last_seq));
             tracing::info!(
                 source = ctx.encoder.source(),
@@ -59,6 +69,18 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
             return Ok(());
         }
     }
+}
+
+async fn finish(
+    ctx: &SourceContext,
+    append: tokio::task::JoinHandle<crate::Result<(u64, u64, u64)>>,
+) -> crate::Result<u64> {
+    let (last, events, bytes) = append
+        .await
+        .map_err(|e| crate::Error::io("append", "stdin", std::io::Error::other(e.to_string())))??;
+    ctx.metrics
+        .source_appended(ctx.encoder.source(), events, bytes);
+    Ok(last)
 }
 
 fn push_split(ctx: &SourceContext, batch: &mut AppendBatch, line: &[u8], ts: &Timestamp) {
