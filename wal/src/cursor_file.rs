@@ -17,7 +17,7 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -131,6 +131,7 @@ impl CursorFile {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io("create cursor", &path, e))?;
         let mut cf = CursorFile {

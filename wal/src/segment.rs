@@ -24,7 +24,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -113,6 +113,7 @@ pub(crate) fn create_segment(dir: &Path, first_seq: Seq, now: u64) -> Result<Fil
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .write(true)
         .read(true)
         .open(&tmp)

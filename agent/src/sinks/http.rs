@@ -122,11 +122,9 @@ fn static_headers(name: &str, cfg: &HttpSinkConfig, agent_id: &str) -> Result<He
         let v = HeaderValue::from_str(v).map_err(|e| err(format!("header value: {e}")))?;
         h.insert(k, v);
     }
-    if let Some(token) = cfg
-        .auth
-        .token()
-        .map_err(|e| err(format!("auth.bearer_token_file: {e}")))?
-    {
+    // An inline token goes into every request from here; a token file is read per request
+    // (see `attempt`), so that a rotated token takes effect without a restart.
+    if let Some(token) = &cfg.auth.bearer_token {
         let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| err("the bearer token is not a valid header value".into()))?;
         v.set_sensitive(true);
@@ -422,11 +420,14 @@ impl Sender {
                 b.first_seq.saturating_sub(1).to_string(),
             )
             .body(part.body.clone());
-        if let Some(auth_file) = &self.cfg.auth.bearer_token_file {
-            // Re-read on every request: a rotated token file takes effect at once.
-            if self.cfg.auth.bearer_token.is_none() {
-                if let Ok(t) = std::fs::read_to_string(auth_file) {
-                    req = req.bearer_auth(t.trim());
+        if let (None, Some(auth_file)) = (
+            &self.cfg.auth.bearer_token,
+            &self.cfg.auth.bearer_token_file,
+        ) {
+            match std::fs::read_to_string(auth_file) {
+                Ok(t) => req = req.bearer_auth(t.trim()),
+                Err(e) => {
+                    tracing::error!(sink = %self.name, path = %auth_file.display(), error = %e, "cannot read the bearer token file")
                 }
             }
         }
