@@ -50,6 +50,15 @@ impl Appender {
             .unwrap_or(Err(Error::Closed))
     }
 
+    /// Queues `batch` now and returns a future of its completion. Batches queued one
+    /// after another from one task reach the log in that order, so a producer can keep
+    /// several in flight without reordering its records.
+    pub fn enqueue(&self, batch: AppendBatch) -> Result<PendingAppend> {
+        Ok(PendingAppend {
+            rx: self.submit(batch, false)?,
+        })
+    }
+
     /// [`Appender::append`] for threads outside an async runtime.
     pub fn append_blocking(&self, batch: AppendBatch) -> Result<SeqRange> {
         self.submit(batch, false)?
@@ -87,6 +96,24 @@ impl Appender {
             done,
         })?;
         Ok(rx)
+    }
+}
+
+/// An append queued by [`Appender::enqueue`]; resolves when it is durable (or failed).
+pub struct PendingAppend {
+    rx: oneshot::Receiver<Result<SeqRange>>,
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<SeqRange>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
     }
 }
 

@@ -98,7 +98,7 @@ mod stats;
 mod syncer;
 mod wal;
 
-pub use append::Appender;
+pub use append::{Appender, PendingAppend};
 pub use batch::{AppendBatch, SeqRange};
 pub use cursor::Cursor;
 pub use error::{Error, Result};

@@ -20,7 +20,7 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
     let mut chunk = vec![0u8; CHUNK];
     // Up to two appends in flight: the next chunk is read and encoded while the previous
     // one is being synced.
-    let mut in_flight: Option<tokio::task::JoinHandle<crate::Result<(u64, u64, u64)>>> = None;
+    let mut in_flight: Option<(gapless_wal::PendingAppend, u64, u64)> = None;
     loop {
         let n = tokio::select! {
             r = stdin.read(&mut chunk) => r.map_err(|e| crate::Error::io("read", "stdin", e))?,
@@ -46,11 +46,7 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
         if !batch.is_empty() {
             let events = batch.len() as u64;
             let bytes = batch.payload_bytes() as u64;
-            let appender = ctx.appender.clone();
-            let next = tokio::spawn(async move {
-                let range = appender.append(batch).await?;
-                Ok((range.last, events, bytes))
-            });
+            let next = (ctx.appender.enqueue(batch)?, events, bytes);
             if let Some(prev) = in_flight.replace(next) {
                 last_seq = finish(&ctx, prev).await?;
             }
@@ -73,14 +69,12 @@ pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> cr
 
 async fn finish(
     ctx: &SourceContext,
-    append: tokio::task::JoinHandle<crate::Result<(u64, u64, u64)>>,
+    (append, events, bytes): (gapless_wal::PendingAppend, u64, u64),
 ) -> crate::Result<u64> {
-    let (last, events, bytes) = append
-        .await
-        .map_err(|e| crate::Error::io("append", "stdin", std::io::Error::other(e.to_string())))??;
+    let range = append.await?;
     ctx.metrics
         .source_appended(ctx.encoder.source(), events, bytes);
-    Ok(last)
+    Ok(range.last)
 }
 
 fn push_split(ctx: &SourceContext, batch: &mut AppendBatch, line: &[u8], ts: &Timestamp) {

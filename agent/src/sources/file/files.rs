@@ -1,0 +1,315 @@
+//! Which files the source follows: the scan turns glob matches into open files (new,
+//! resumed from a checkpoint, or found again under a new name), notices renames and files
+//! that left the globs; the poll finds truncations and rewrites and closes files that are
+//! done. Reading them is `append`'s business.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::checkpoint::Entry;
+use super::fingerprint::{self, read_full_at, read_head, FileId};
+use super::tail::{Change, Tailed};
+use super::Source;
+use crate::config::ReadFrom;
+
+/// How far back `read_from = "end"` looks for the last line end.
+const END_LOOKBACK: u64 = 64 << 10;
+
+/// Why a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A glob matched it.
+    Glob,
+    /// Its checkpoint was found under a new name outside the globs.
+    Rotated,
+}
+
+impl Source {
+    /// Walks the globs: opens new files, notices renames and files that left.
+    pub(super) fn scan(&mut self, now: Instant) {
+        self.scans += 1;
+        let mark = self.scans;
+        let found = self.matcher.find();
+        let mut seen_ids = HashSet::new();
+        let mut renamed: HashMap<u64, PathBuf> = HashMap::new();
+        for path in &found {
+            let Ok(meta) = fs::metadata(path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = FileId::of(&meta);
+            seen_ids.insert(id);
+            if let Some(&key) = self.by_id.get(&id) {
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.scan_mark = mark;
+                    if f.path == *path {
+                        f.path_mark = mark;
+                    } else {
+                        renamed.entry(key).or_insert_with(|| path.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some(key) = self.open_file(path, now, Origin::Glob) {
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.scan_mark = mark;
+                    f.path_mark = mark;
+                }
+            }
+        }
+        for (key, path) in renamed {
+            if let Some(f) = self.files.get_mut(&key) {
+                if f.path_mark != mark {
+                    tracing::info!(
+                        source = %self.name,
+                        from = %f.path.display(),
+                        to = %path.display(),
+                        offset = f.read,
+                        "file renamed; following it under its new name",
+                    );
+                    f.rename(path);
+                    f.path_mark = mark;
+                    self.dirty = true;
+                }
+            }
+        }
+        for f in self.files.values_mut() {
+            if f.scan_mark == mark {
+                if f.gone_since.take().is_some() {
+                    tracing::info!(
+                        source = %self.name,
+                        path = %f.path.display(),
+                        "file matches the globs again",
+                    );
+                }
+            } else if f.gone_since.is_none() {
+                tracing::warn!(
+                    source = %self.name,
+                    path = %f.path.display(),
+                    offset = f.read,
+                    size = f.size,
+                    "file rotated away or deleted; reading it to its end, then releasing it",
+                );
+                f.gone_since = Some(now);
+            }
+        }
+        self.unopenable.retain(|p| found.binary_search(p).is_ok());
+        if mark == 1 {
+            self.find_rotated(&mut seen_ids, now);
+            self.first_start = false;
+            self.dirty = true;
+        }
+        let name = &self.name;
+        self.restored.retain(|id, e| {
+            let keep = seen_ids.contains(id);
+            if !keep {
+                tracing::info!(
+                    source = %name,
+                    path = %e.path,
+                    offset = e.offset,
+                    "checkpointed file is gone; forgetting it",
+                );
+                return false;
+            }
+            true
+        });
+    }
+
+    /// At start: looks for checkpointed files the globs no longer match under another
+    /// name in their old directory (`app.log` rotated to `app.log.1` while stopped), so
+    /// their unread tail is not lost.
+    fn find_rotated(&mut self, seen_ids: &mut HashSet<FileId>, now: Instant) {
+        let mut wanted: HashMap<PathBuf, Vec<(FileId, PathBuf)>> = HashMap::new();
+        for (id, e) in &self.restored {
+            if !seen_ids.contains(id) {
+                let old = PathBuf::from(&e.path);
+                if let Some(dir) = old.parent() {
+                    wanted
+                        .entry(dir.to_path_buf())
+                        .or_default()
+                        .push((*id, old.clone()));
+                }
+            }
+        }
+        for (dir, ids) in wanted {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                let id = FileId::of(&meta);
+                // Still under its old name, it was left out of the globs on purpose.
+                let moved = ids.iter().any(|(i, old)| *i == id && *old != path);
+                if meta.is_file() && moved && !self.by_id.contains_key(&id) {
+                    seen_ids.insert(id);
+                    if let Some(key) = self.open_file(&path, now, Origin::Rotated) {
+                        if let Some(f) = self.files.get_mut(&key) {
+                            f.gone_since = Some(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a file not followed yet and decides where to start reading it.
+    fn open_file(&mut self, path: &Path, now: Instant, origin: Origin) -> Option<u64> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                if self.unopenable.insert(path.to_path_buf()) {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %path.display(),
+                        error = %e,
+                        "cannot open file; skipping it until it can be",
+                    );
+                }
+                return None;
+            }
+        };
+        if self.unopenable.remove(path) {
+            tracing::info!(source = %self.name, path = %path.display(), "file can be opened now");
+        }
+        let meta = file.metadata().ok()?;
+        let id = FileId::of(&meta);
+        if !meta.is_file() || self.by_id.contains_key(&id) {
+            return None;
+        }
+        if let Err(e) = read_head(&file, &mut self.head) {
+            tracing::warn!(
+                source = %self.name,
+                path = %path.display(),
+                error = %e,
+                "cannot read file; skipping it for now",
+            );
+            return None;
+        }
+        let size = meta.len();
+        let (offset, how) = match self.restored.remove(&id) {
+            Some(entry) => self.resume_at(&entry, path, &meta),
+            None if origin == Origin::Glob
+                && self.first_start
+                && self.config.read_from == ReadFrom::End =>
+            {
+                (end_offset(&file, size), "read_from = end at first start")
+            }
+            None => (0, "new file"),
+        };
+        let tailed = Tailed::new(path.to_path_buf(), file, offset, &self.head, now)?;
+        tracing::info!(
+            source = %self.name,
+            path = %path.display(),
+            offset,
+            size,
+            how,
+            "following file",
+        );
+        let key = self.next_key;
+        self.next_key += 1;
+        self.by_id.insert(id, key);
+        self.files.insert(key, tailed);
+        self.dirty = true;
+        Some(key)
+    }
+
+    /// Where to resume a checkpointed file: at its offset if it is the same file, else
+    /// at 0. `self.head` holds its first bytes.
+    fn resume_at(&self, entry: &Entry, path: &Path, meta: &fs::Metadata) -> (u64, &'static str) {
+        let created = fingerprint::created_nanos(meta);
+        let warn = |why: &str| {
+            tracing::warn!(
+                source = %self.name,
+                path = %path.display(),
+                checkpoint_offset = entry.offset,
+                size = meta.len(),
+                why,
+                "checkpoint does not fit the file; reading it from its start",
+            );
+        };
+        if entry.created.is_some() && created.is_some() && entry.created != created {
+            warn("another birth time: the inode was reused by a new file");
+            return (0, "inode reused");
+        }
+        if !entry.fingerprint().matches(&self.head) {
+            warn("its first bytes differ: rewritten, or the inode was reused");
+            return (0, "first bytes differ");
+        }
+        if entry.offset > meta.len() {
+            warn("it is shorter than the checkpoint: truncated while stopped");
+            return (0, "truncated while stopped");
+        }
+        (entry.offset, "resumed at checkpoint")
+    }
+
+    /// Polls every open file; closes those that are done.
+    pub(super) fn poll_files(&mut self, now: Instant) {
+        let mut release = Vec::new();
+        for (&key, f) in &mut self.files {
+            match f.poll(now, &mut self.head) {
+                Change::None => {}
+                Change::Truncated { was_at } => {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %f.path.display(),
+                        offset = was_at,
+                        size = f.size,
+                        "file shrank below the read offset (copytruncate?); reading it again from its start",
+                    );
+                    self.dirty = true;
+                }
+                Change::Rewritten { was_at } => {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %f.path.display(),
+                        offset = was_at,
+                        "file's first bytes changed (rewritten in place?); reading it again from its start",
+                    );
+                    self.dirty = true;
+                }
+                Change::Deleted => {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %f.path.display(),
+                        offset = f.read,
+                        size = f.size,
+                        "file deleted; reading it to its end, then releasing it",
+                    );
+                }
+            }
+            if f.releasable(now, self.release_after) {
+                release.push(key);
+            }
+        }
+        for key in release {
+            if let Some(f) = self.files.remove(&key) {
+                self.by_id.remove(&f.id);
+                tracing::info!(
+                    source = %self.name,
+                    path = %f.path.display(),
+                    offset = f.durable,
+                    "file read to its end and released",
+                );
+                self.dirty = true;
+            }
+        }
+    }
+}
+
+/// Where `read_from = "end"` starts: after the last line end, so a line being written is
+/// emitted whole.
+fn end_offset(file: &File, size: u64) -> u64 {
+    let from = size.saturating_sub(END_LOOKBACK);
+    let mut tail = vec![0; (size - from) as usize];
+    match read_full_at(file, &mut tail, from) {
+        Ok(n) => memchr::memrchr(b'\n', &tail[..n]).map_or(size, |i| from + i as u64 + 1),
+        Err(_) => size,
+    }
+}

@@ -1,0 +1,277 @@
+//! The file source: follows the files that globs match, across rotation, and appends their
+//! lines to the WAL. Offsets are checkpointed only once the lines are durable.
+//!
+//! ## Constraints
+//! - Polling is the source of truth: every `poll_interval` the globs are walked again
+//!   (`scan.rs`, `files.rs`) and every open file is `fstat`ed (`tail.rs`). No inotify.
+//! - A file is identified by device + inode, birth time (where the file system has one)
+//!   and a fingerprint of its first bytes (`fingerprint.rs`); never by its path. So:
+//!   - a rename (`app.log` → `app.log.1`) keeps the file and its offset; it is read to its
+//!     end under its new name — even when the rename happened while the agent was stopped
+//!     and the new name is outside the globs (it is looked for in the old directory);
+//!   - a new `app.log` is a new file, read from its beginning;
+//!   - copytruncate (the size falls below our offset) and a rewrite in place (the first
+//!     bytes change) start the file over at 0, with a warning;
+//!   - a reused inode has other first bytes (or another birth time): a new file, read
+//!     from 0, never skipped.
+//! - A file that left the globs or was deleted is read through its open descriptor to its
+//!   end; once it has not grown for `max(2 × poll_interval, partial_line_timeout)` and all
+//!   of it is durable, the descriptor is closed.
+//! - `read_from = "end"` applies only to the files present at the very first start (no
+//!   checkpoint file yet). Files appearing later are read from their beginning, so a
+//!   rotation never loses the lines written between the rename and the next scan.
+//!
+//! ## Reading and appending
+//! A chunk (1 MiB) is read and encoded into one batch off the async threads
+//! (`chunk.rs`), and appended (`append.rs`). Up to [`MAX_IN_FLIGHT`] appends are in flight
+//! while the next chunk is read. Their results are taken strictly in order, so a file's
+//! `durable` offset advances over a contiguous prefix only. A failed append (other than
+//! the WAL closing) moves no offset: the file is read again from `durable` after a pause —
+//! duplicates at worst, never a gap. An append the WAL finds too large makes later batches
+//! and lines smaller.
+//! When the WAL is full under `block`, the append waits and so does the file.
+//!
+//! ## Checkpoints
+//! After every completed append the positions are written to `state_dir/checkpoints.json`
+//! (`checkpoint.rs`): crash-atomic by rename, synced at most once a second. `kill -9`
+//! therefore costs at most the in-flight batches, read again at the next start. At start,
+//! each file that still exists with the same identity resumes exactly at its offset;
+//! entries whose file is gone are forgotten.
+//!
+//! ## Files
+//! `mod.rs` the loop and shutdown · `files.rs` which files are followed · `tail.rs` one
+//! file's offsets and rules · `append.rs` chunks to the WAL, in order · `chunk.rs` bytes to
+//! events · `fingerprint.rs` identity · `checkpoint.rs` the checkpoint file · `scan.rs`
+//! globs · `tests.rs` the source against real files and a real WAL.
+
+mod append;
+mod checkpoint;
+mod chunk;
+mod files;
+mod fingerprint;
+mod scan;
+mod tail;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gapless_wal::Appender;
+
+use self::append::{front, InFlight};
+use self::checkpoint::{CheckpointFile, Entry};
+use self::chunk::{Limits, BATCH_BYTES, READ_BYTES};
+use self::fingerprint::FileId;
+use self::scan::Matcher;
+use self::tail::Tailed;
+use crate::config::FileSourceConfig;
+use crate::event::EventEncoder;
+use crate::metrics::Metrics;
+use crate::sources::SourceContext;
+
+/// Appends of one source waiting for the WAL at once.
+pub const MAX_IN_FLIGHT: usize = 2;
+/// How long shutdown waits for in-flight appends.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Follows the files of `config` until shutdown.
+pub async fn run(mut ctx: SourceContext, config: FileSourceConfig) -> crate::Result<()> {
+    let mut source = Source::open(&ctx, config)?;
+    let result = source.follow(&mut ctx).await;
+    source.finish().await;
+    match result {
+        Err(_) if ctx.stopping() => Ok(()),
+        other => other,
+    }
+}
+
+/// The state of one file source.
+struct Source {
+    name: String,
+    config: FileSourceConfig,
+    matcher: Matcher,
+    checkpoints: CheckpointFile,
+    first_start: bool,
+    /// Checkpoint entries loaded at start and not yet matched to an open file.
+    restored: HashMap<FileId, Entry>,
+    files: BTreeMap<u64, Tailed>,
+    by_id: HashMap<FileId, u64>,
+    next_key: u64,
+    /// The file read last, for round-robin.
+    last_key: u64,
+    /// Paths that could not be opened (warned once).
+    unopenable: HashSet<PathBuf>,
+    in_flight: VecDeque<InFlight>,
+    limits: Limits,
+    encoder: Arc<EventEncoder>,
+    appender: Appender,
+    metrics: Arc<Metrics>,
+    /// Read buffer, lent to the blocking reader.
+    buf: Vec<u8>,
+    /// Scratch for first bytes.
+    head: Vec<u8>,
+    scans: u64,
+    next_poll: Instant,
+    paused_until: Option<Instant>,
+    release_after: Duration,
+    /// The checkpoint is behind the files' offsets.
+    dirty: bool,
+    store_failing: bool,
+}
+
+impl Source {
+    fn open(ctx: &SourceContext, config: FileSourceConfig) -> crate::Result<Self> {
+        let checkpoints = CheckpointFile::new(&ctx.state_dir);
+        let loaded = checkpoints.load()?;
+        tracing::info!(
+            source = %ctx.name,
+            checkpoints = loaded.entries.len(),
+            first_start = loaded.first_start,
+            "file source starting"
+        );
+        let restored = loaded.entries.into_iter().map(|e| (e.id(), e)).collect();
+        Ok(Source {
+            name: ctx.name.clone(),
+            matcher: Matcher::new(&config.include, &config.exclude),
+            limits: Limits {
+                read_bytes: READ_BYTES,
+                line_bytes: config.max_line_bytes.max(1),
+                batch_bytes: BATCH_BYTES,
+            },
+            release_after: (config.poll_interval * 2).max(config.partial_line_timeout),
+            config,
+            checkpoints,
+            first_start: loaded.first_start,
+            restored,
+            files: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_key: 1,
+            last_key: 0,
+            unopenable: HashSet::new(),
+            in_flight: VecDeque::new(),
+            encoder: Arc::new(ctx.encoder.clone()),
+            appender: ctx.appender.clone(),
+            metrics: ctx.metrics.clone(),
+            buf: Vec::new(),
+            head: Vec::new(),
+            scans: 0,
+            next_poll: Instant::now(),
+            paused_until: None,
+            dirty: false,
+            store_failing: false,
+        })
+    }
+
+    /// The loop: scan and poll when due, take finished appends, read the next chunk of
+    /// the next file with work, or wait for whichever comes first of the next poll, an
+    /// append finishing and shutdown.
+    async fn follow(&mut self, ctx: &mut SourceContext) -> crate::Result<()> {
+        loop {
+            if ctx.stopping() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= self.next_poll {
+                self.scan(now);
+                self.poll_files(now);
+                self.next_poll = now + self.config.poll_interval;
+            }
+            self.take_finished()?;
+            self.save(self.checkpoints.sync_due());
+            if self.paused_until.is_some_and(|t| now >= t) {
+                self.paused_until = None;
+            }
+            if self.paused_until.is_none() {
+                if let Some(key) = self.pick(now) {
+                    if !self.read_and_append(ctx, key).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            let wake = self
+                .paused_until
+                .map_or(self.next_poll, |t| t.min(self.next_poll));
+            tokio::select! {
+                () = ctx.stopped() => return Ok(()),
+                () = tokio::time::sleep_until(wake.into()) => {}
+                r = front(&mut self.in_flight) => {
+                    if let Some(done) = self.in_flight.pop_front() {
+                        self.settle(done, r)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown: let in-flight appends complete (for a while) and write the checkpoint.
+    async fn finish(&mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while let Some(first) = self.in_flight.front_mut() {
+            match tokio::time::timeout_at(deadline, &mut first.fut).await {
+                Ok(r) => {
+                    if let Some(done) = self.in_flight.pop_front() {
+                        let _ = self.settle(done, r);
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        source = %self.name,
+                        in_flight = self.in_flight.len(),
+                        "shutdown: appends still wait for the WAL; their lines are read again at the next start"
+                    );
+                    break;
+                }
+            }
+        }
+        self.dirty = true;
+        self.save(true);
+    }
+
+    /// The next file with work after the last one read (round-robin).
+    fn pick(&mut self, now: Instant) -> Option<u64> {
+        let timeout = self.config.partial_line_timeout;
+        let after = self.files.range(self.last_key + 1..);
+        let before = self.files.range(..=self.last_key);
+        let key = after
+            .chain(before)
+            .find(|(_, f)| f.has_work(now, timeout))
+            .map(|(&k, _)| k)?;
+        self.last_key = key;
+        Some(key)
+    }
+
+    /// Writes the checkpoint if it is behind (or `sync` asks for a synced copy).
+    fn save(&mut self, sync: bool) {
+        if !self.dirty && !sync {
+            return;
+        }
+        let entries: Vec<Entry> = self
+            .files
+            .values()
+            .map(Tailed::entry)
+            .chain(self.restored.values().cloned())
+            .collect();
+        match self.checkpoints.store(&entries, sync) {
+            Ok(()) => {
+                self.dirty = false;
+                if std::mem::take(&mut self.store_failing) {
+                    tracing::info!(source = %self.name, "checkpoints are written again");
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.store_failing, true) {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %self.checkpoints.path().display(),
+                        error = %e,
+                        "cannot write checkpoints; a restart would read more lines twice (none are lost)",
+                    );
+                }
+            }
+        }
+    }
+}
