@@ -139,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
                     shutdown_timeout,
                     metrics: metrics.clone(),
                     delivered: delivered_tx.clone(),
+                    wal: wal.clone(),
                 };
                 let result = match &kind {
                     SinkKind::Http(cfg) => sinks::http::run(ctx, (**cfg).clone()).await,

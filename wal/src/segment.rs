@@ -37,7 +37,7 @@ pub const SEGMENT_HEADER_LEN: usize = 32;
 const SEGMENT_MAGIC: [u8; 8] = *b"GAPLSEG\0";
 /// The segment format this build writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
 
 pub(crate) fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))

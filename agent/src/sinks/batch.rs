@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use gapless_wal::{Cursor, Record, RecordKind, Seq};
+use gapless_wal::{Cursor, Record, RecordKind, Seq, Wal};
 use tokio::time::Instant;
 
 use crate::event::split_payload;
@@ -54,6 +54,51 @@ impl Batch {
     }
 }
 
+/// Whether a sink taking `inputs` (all when empty) delivers `r`: gap records always.
+fn wanted(inputs: &[Vec<u8>], r: &Record) -> bool {
+    if r.kind == RecordKind::Gap || inputs.is_empty() {
+        return true;
+    }
+    match split_payload(&r.payload) {
+        Some((name, _)) => inputs.iter().any(|i| i == name),
+        None => true,
+    }
+}
+
+/// Reads `first ..= last` again from the WAL (still there: not acknowledged), keeping what
+/// a sink taking `inputs` delivers. For the rare paths (413 split, dead letter) that need
+/// the records of a batch already encoded, so that batches in flight hold only their body.
+pub fn reread(
+    wal: &Wal,
+    inputs: &HashSet<String>,
+    first: Seq,
+    last: Seq,
+) -> gapless_wal::Result<Batch> {
+    let inputs: Vec<Vec<u8>> = inputs.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let mut reader = wal.reader_from(first);
+    let mut batch = Batch {
+        first_seq: first,
+        last_seq: last,
+        ..Batch::default()
+    };
+    'read: loop {
+        let got = reader.try_read(1000, 8 << 20)?;
+        if got.is_empty() {
+            break;
+        }
+        for r in got {
+            if r.seq > last {
+                break 'read;
+            }
+            if wanted(&inputs, &r) {
+                batch.bytes += r.payload.len();
+                batch.records.push(r);
+            }
+        }
+    }
+    Ok(batch)
+}
+
 /// Limits of one batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
@@ -86,13 +131,7 @@ impl BatchReader {
     }
 
     fn wanted(&self, r: &Record) -> bool {
-        if r.kind == RecordKind::Gap || self.inputs.is_empty() {
-            return true;
-        }
-        match split_payload(&r.payload) {
-            Some((name, _)) => self.inputs.iter().any(|i| i == name),
-            None => true,
-        }
+        wanted(&self.inputs, r)
     }
 
     fn take(&mut self, records: Vec<Record>) {

@@ -23,15 +23,20 @@ use crate::config::{Encoding, HttpSinkConfig};
 use crate::error::{Error, Result};
 use crate::event::{hostname, Timestamp};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabel, SinkLabel};
-use crate::sinks::batch::{Batch, BatchLimits, BatchReader};
+use crate::sinks::batch::{reread, Batch, BatchLimits, BatchReader};
 use crate::sinks::dead_letter::{self, DeadLetterMeta};
 use crate::sinks::encode::{encode, gzip};
 use crate::sinks::retry::{parse_retry_after, RetryPolicy};
 use crate::sinks::SinkContext;
 
-/// A batch ready to send.
+/// A batch ready to send: its range and body only. Its records are dropped once encoded
+/// (they stay in the WAL until acknowledged and are read again if a 413 or a permanent
+/// rejection needs them), so batches in flight cost their compressed size.
 struct Prepared {
-    batch: Batch,
+    first_seq: u64,
+    last_seq: u64,
+    events: usize,
+    gap_reasons: Vec<&'static str>,
     body: Bytes,
 }
 
@@ -54,6 +59,8 @@ struct Sender {
     metrics: Arc<Metrics>,
     dead_letter_dir: std::path::PathBuf,
     shutdown: watch::Receiver<bool>,
+    wal: Arc<gapless_wal::Wal>,
+    inputs: std::collections::HashSet<String>,
 }
 
 /// Builds the HTTP client of a sink: rustls (ring), the configured CA, client
@@ -150,6 +157,7 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         shutdown_timeout,
         metrics,
         delivered,
+        wal,
     } = ctx;
     let limits = BatchLimits {
         max_events: cfg.batch_max_events,
@@ -167,6 +175,8 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         metrics: metrics.clone(),
         dead_letter_dir,
         shutdown: shutdown.clone(),
+        wal,
+        inputs: inputs.clone(),
     });
     let (tx, rx) = mpsc::channel::<Prepared>(1);
     let (ack_tx, ack_rx) = watch::channel(0u64);
@@ -296,7 +306,15 @@ async fn prepare(batch: Batch, encoding: Encoding, compress: bool, host: String)
         let raw = encode(&batch.records, encoding, &host);
         let body = if compress { gzip(&raw) } else { raw };
         Prepared {
-            batch,
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            events: batch.records.len(),
+            gap_reasons: batch
+                .records
+                .iter()
+                .filter_map(|r| r.gap())
+                .map(|g| g.reason.as_str())
+                .collect(),
             body: Bytes::from(body),
         }
     })
@@ -324,27 +342,52 @@ impl Sender {
     /// Delivers one prepared batch, retrying forever; splits on 413; dead-letters a
     /// permanent rejection.
     async fn deliver(self: Arc<Self>, first: Prepared) -> Outcome {
-        let last_seq = first.batch.last_seq;
+        let last_seq = first.last_seq;
         let mut parts: VecDeque<Prepared> = VecDeque::from([first]);
         while let Some(part) = parts.pop_front() {
-            match self.deliver_part(&part).await {
-                Some(Final::Delivered) => {}
-                Some(Final::TooLarge) if part.batch.records.len() > 1 => {
-                    let (a, b) = part.batch.split();
-                    tracing::info!(sink = %self.name, events = a.records.len() + b.records.len(), "413 from the receiver: splitting the batch");
-                    let pa = prepare(a, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
-                    let pb = prepare(b, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
-                    parts.push_front(pb);
-                    parts.push_front(pa);
-                }
+            let result = match self.deliver_part(&part).await {
+                Some(Final::Delivered) => Ok(()),
+                Some(Final::TooLarge) if part.events > 1 => match self.reread(&part).await {
+                    Ok(batch) => {
+                        tracing::info!(sink = %self.name, events = part.events, "413 from the receiver: splitting the batch");
+                        let (a, b) = batch.split();
+                        let pa =
+                            prepare(a, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
+                        let pb =
+                            prepare(b, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
+                        parts.push_front(pb);
+                        parts.push_front(pa);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
                 Some(Final::TooLarge) => {
                     self.dead_letter(&part, StatusCode::PAYLOAD_TOO_LARGE, String::new())
+                        .await
                 }
-                Some(Final::Rejected { status, body }) => self.dead_letter(&part, status, body),
+                Some(Final::Rejected { status, body }) => {
+                    self.dead_letter(&part, status, body).await
+                }
                 None => return Outcome::Aborted,
+            };
+            if let Err(e) = result {
+                // The WAL could not give the batch back: leave it there, undelivered.
+                tracing::error!(sink = %self.name, error = %e, first_seq = part.first_seq, last_seq = part.last_seq, "cannot read the batch again from the WAL; it stays there");
+                return Outcome::Aborted;
             }
         }
         Outcome::Done { last_seq }
+    }
+
+    /// The records of a batch in flight, read again from the WAL.
+    async fn reread(&self, part: &Prepared) -> Result<Batch> {
+        let wal = self.wal.clone();
+        let inputs = self.inputs.clone();
+        let (first, last) = (part.first_seq, part.last_seq);
+        tokio::task::spawn_blocking(move || reread(&wal, &inputs, first, last))
+            .await
+            .map_err(|e| Error::io("read WAL", "batch", std::io::Error::other(e.to_string())))?
+            .map_err(Error::from)
     }
 
     /// Sends until the part is delivered, too large or rejected. `None` on shutdown.
@@ -399,7 +442,7 @@ impl Sender {
     }
 
     async fn attempt(&self, part: &Prepared) -> Attempt {
-        let b = &part.batch;
+        let b = part;
         let mut req = self
             .client
             .post(self.cfg.uri.clone())
@@ -456,7 +499,7 @@ impl Sender {
             .get_or_create(&status_label(status.as_str()))
             .inc();
         if status.is_success() {
-            let events = b.records.len() as u64;
+            let events = b.events as u64;
             let label = SinkLabel {
                 sink: self.name.clone(),
             };
@@ -468,12 +511,11 @@ impl Sender {
                 .sink_bytes_sent
                 .get_or_create(&label)
                 .inc_by(part.body.len() as u64);
-            let gaps: Vec<_> = b.records.iter().filter_map(|r| r.gap()).collect();
-            for g in gaps {
+            for reason in &b.gap_reasons {
                 self.metrics
                     .gap_records
                     .get_or_create(&ReasonLabel {
-                        reason: g.reason.as_str().into(),
+                        reason: (*reason).into(),
                     })
                     .inc();
             }
@@ -514,8 +556,13 @@ impl Sender {
         }
     }
 
-    fn dead_letter(&self, part: &Prepared, status: StatusCode, response: String) {
-        let b = &part.batch;
+    async fn dead_letter(
+        &self,
+        part: &Prepared,
+        status: StatusCode,
+        response: String,
+    ) -> Result<()> {
+        let b = self.reread(part).await?;
         let meta = DeadLetterMeta {
             sink: self.name.clone(),
             first_seq: b.first_seq,
@@ -550,6 +597,7 @@ impl Sender {
             .inc_by(n);
         self.metrics
             .sink_state(&self.name, |s| s.dead_lettered_events += n);
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gapless_wal::Cursor;
+use gapless_wal::{Cursor, Wal};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -38,4 +38,6 @@ pub struct SinkContext {
     pub metrics: Arc<Metrics>,
     /// Reports the last sequence number delivered (for stdin's drain-then-exit).
     pub delivered: watch::Sender<u64>,
+    /// The WAL, to read a batch again when it must be split or dead-lettered.
+    pub wal: Arc<Wal>,
 }

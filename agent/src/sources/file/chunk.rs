@@ -22,7 +22,7 @@ use super::fingerprint::read_full_at;
 use crate::event::{EventEncoder, Timestamp};
 
 /// Bytes read per chunk, unless a line needs more.
-pub const READ_BYTES: usize = 1 << 20;
+pub const READ_BYTES: usize = 256 << 10;
 /// Largest batch, unless the WAL asks for smaller ones.
 pub const BATCH_BYTES: u64 = 8 << 20;
 
