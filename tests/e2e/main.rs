@@ -1,0 +1,21 @@
+//! End-to-end tests of gapless: the real `gapless` binary, driven over real sockets and
+//! real files, against a receiver that misbehaves on cue. One binary; the shared harness
+//! is in `harness/`, and each other module covers one concern.
+//!
+//! Run them with `cargo test -p gapless --test e2e` (a filter narrows them down). The
+//! disk-full tests mount a tmpfs and need root, as on CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod config;
+mod crash;
+mod disk_full;
+mod http_source;
+mod outage;
+mod responses;
+mod rotation;
+mod shutdown;
+mod stdin;
+mod tls;
