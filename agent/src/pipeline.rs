@@ -159,6 +159,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let (stdin_done_tx, mut stdin_done_rx) = watch::channel::<Option<u64>>(None);
     let mut source_tasks = JoinSet::new();
+    let mut started = Vec::new();
     for (name, source) in &config.sources {
         let state_dir = config.data_dir.join("sources").join(name);
         std::fs::create_dir_all(&state_dir)
@@ -170,7 +171,9 @@ pub async fn run(config: Config) -> Result<()> {
             state_dir,
             shutdown: shutdown_rx.clone(),
             metrics: metrics.clone(),
+            started: Arc::new(watch::channel(false).0),
         };
+        started.push(ctx.started.subscribe());
         let source = source.clone();
         let stdin_done = stdin_done_tx.clone();
         source_tasks.spawn(async move {
@@ -191,8 +194,24 @@ pub async fn run(config: Config) -> Result<()> {
             }
         });
     }
-    api_state.ready.store(true, Ordering::Release);
-    tracing::info!(sources = config.sources.len(), sinks = config.sinks.len(), api = %config.api.address, "gapless running");
+    {
+        // Ready once every source takes input (an http source listens, a file source has
+        // scanned its globs), so that "ready" never means "connection refused".
+        let api_state = api_state.clone();
+        let (n_sources, n_sinks, api) =
+            (config.sources.len(), config.sinks.len(), config.api.address);
+        tasks.spawn(async move {
+            for mut s in started {
+                while !*s.borrow_and_update() {
+                    if s.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+            api_state.ready.store(true, Ordering::Release);
+            tracing::info!(sources = n_sources, sinks = n_sinks, api = %api, "gapless running");
+        });
+    }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("install SIGTERM handler", "signal", e))?;

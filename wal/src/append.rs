@@ -132,6 +132,8 @@ struct Refused {
 const REFUSED_GAP_EVERY: Duration = Duration::from_secs(1);
 /// How soon a write that failed for lack of disk space is tried again.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
+/// How far the active segment's file is extended ahead of its data.
+const RESERVE_AHEAD: u64 = 4 << 20;
 /// How often requests blocked on a full log look again even without a wake-up.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -153,6 +155,8 @@ pub(crate) struct SegmentWriter {
     refused: Refused,
     last_sync: Instant,
     seen_space_epoch: u64,
+    /// The active segment's file size: data plus zeros reserved ahead of it.
+    reserved: u64,
 }
 
 /// A request encoded into the current write, with the sequence numbers it got.
@@ -164,7 +168,7 @@ struct Placed {
 impl SegmentWriter {
     pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
         shared.syncer.reset(len, next_seq);
-        let writer = SegmentWriter {
+        SegmentWriter {
             shared,
             file: Arc::new(file),
             len,
@@ -177,9 +181,8 @@ impl SegmentWriter {
             refused: Refused::default(),
             last_sync: Instant::now(),
             seen_space_epoch: 0,
-        };
-        writer.reserve();
-        writer
+            reserved: len,
+        }
     }
 
     /// The appender thread: runs until the log closes.
@@ -437,6 +440,7 @@ impl SegmentWriter {
 
     /// Writes `buf` at the end of the active segment; cuts it back on failure.
     fn write_buf(&mut self, sync: bool) -> Result<(), io::Error> {
+        self.reserve(self.buf.len() as u64);
         let at = self.len;
         let mut result = self.file.write_all_at(&self.buf, at);
         if result.is_ok() {
@@ -448,6 +452,7 @@ impl SegmentWriter {
         if result.is_err() {
             self.len = at;
             self.synced_len = self.synced_len.min(at);
+            self.reserved = at;
             if let Err(e) = self.file.set_len(at) {
                 tracing::error!(error = %e, "could not cut the active segment back after a failed write");
             }
@@ -573,6 +578,7 @@ impl SegmentWriter {
         let Some(f) = self.shared.syncer.take_failure() else {
             return;
         };
+        self.reserved = f.synced_len;
         if let Err(e) = self.file.set_len(f.synced_len) {
             tracing::error!(error = %e, "could not cut the WAL segment back after a failed fdatasync");
         }
@@ -631,7 +637,7 @@ impl SegmentWriter {
         self.len = SEGMENT_HEADER_LEN as u64;
         self.synced_len = self.len;
         self.shared.syncer.reset(self.len, self.next_seq);
-        self.reserve();
+        self.reserved = self.len;
         tracing::debug!(first_seq = self.next_seq, "started WAL segment");
         Ok(())
     }
@@ -718,19 +724,30 @@ impl SegmentWriter {
         }
     }
 
-    /// Extends the active segment's file, sparsely, to `segment_bytes`: an append then
-    /// never changes the file's size, and `fdatasync` need not journal one. Recovery
-    /// treats the zeros after the last record as unwritten, and sealing trims them.
-    fn reserve(&self) {
-        let target = self.shared.opts.segment_bytes.max(self.len);
-        if let Err(e) = self.file.set_len(target) {
-            tracing::debug!(error = %e, "could not extend the active segment; appends grow it");
+    /// Extends the active segment's file, sparsely, a few MiB beyond what the next write
+    /// needs: most appends then do not change the file's size, and their `fdatasync` need
+    /// not journal one. Recovery treats the zeros after the last record as room, not damage
+    /// (and scans at most `RESERVE_AHEAD` of them after a crash); sealing trims them.
+    fn reserve(&mut self, upcoming: u64) {
+        if self.len + upcoming <= self.reserved {
+            return;
+        }
+        // Never past the segment's target size, so the file never looks bigger than a
+        // segment may be.
+        let needed = self.len + upcoming;
+        let target = (needed + RESERVE_AHEAD).min(self.shared.opts.segment_bytes.max(needed));
+        match self.file.set_len(target) {
+            Ok(()) => self.reserved = target,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not extend the active segment; appends grow it")
+            }
         }
     }
 
     /// Cuts the active segment's file to its data and syncs that.
     fn trim(&mut self) -> io::Result<()> {
         self.file.set_len(self.len)?;
+        self.reserved = self.len;
         self.file.sync_data()
     }
 }

@@ -416,16 +416,35 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         .strip_prefix("unknown field `")
         .and_then(|r| r.split('`').next())
         .map(str::to_string);
+    let line_start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let (line, key) = match named {
-        Some(field) => {
-            let found = locate_in_table(text, &table, &field, line);
-            (found.unwrap_or(line), join(&table, &field))
-        }
+        Some(field) => match locate_in_table(text, &table, &field, line) {
+            Some(found) => (found, join(&table, &field)),
+            None => {
+                // Inside an inline table on the spanned line, e.g. `batch = { typo = 1 }`.
+                let this_line = text[line_start..].lines().next().unwrap_or("");
+                let at = this_line
+                    .find(&format!("{field} "))
+                    .or_else(|| this_line.find(&format!("{field}=")));
+                let mut path = table.clone();
+                if let Some(at) = at {
+                    path.extend(
+                        key_path_at(this_line, at)
+                            .into_iter()
+                            .filter(|k| k != &field),
+                    );
+                }
+                (line, join(&path, &field))
+            }
+        },
         None => {
-            let key = key_on_line(text, line)
-                .map(|k| join(&table, &k))
-                .unwrap_or(table.join("."));
-            (line, key)
+            let this_line = text[line_start..].lines().next().unwrap_or("");
+            let col = span.start.saturating_sub(line_start);
+            let mut path = table.clone();
+            path.extend(key_path_at(this_line, col));
+            (line, path.join("."))
         }
     };
     ConfigError {
@@ -434,6 +453,62 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         key,
         reason,
     }
+}
+
+/// The key path that a value at column `col` of `line` belongs to, following inline tables:
+/// for `batch = { max_events = "many" }` at the value, `["batch", "max_events"]`.
+fn key_path_at(line: &str, col: usize) -> Vec<String> {
+    let prefix = &line[..col.min(line.len())];
+    let mut stack: Vec<String> = Vec::new();
+    let mut token = String::new();
+    let mut pending: Option<String> = None;
+    let mut in_string: Option<char> = None;
+    for c in prefix.chars() {
+        if let Some(q) = in_string {
+            if c == q {
+                in_string = None;
+            }
+            if pending.is_none() {
+                token.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => {
+                in_string = Some(c);
+                if pending.is_none() {
+                    token.push(c);
+                }
+            }
+            '=' => {
+                pending = Some(token.trim().trim_matches('"').to_string());
+                token.clear();
+            }
+            '{' => {
+                if let Some(k) = pending.take() {
+                    stack.push(k);
+                }
+                token.clear();
+            }
+            '}' => {
+                stack.pop();
+                pending = None;
+                token.clear();
+            }
+            ',' => {
+                pending = None;
+                token.clear();
+            }
+            _ if pending.is_none() => token.push(c),
+            _ => {}
+        }
+    }
+    if let Some(k) = pending {
+        stack.push(k);
+    } else if !token.trim().is_empty() && !prefix.contains('=') {
+        stack.push(token.trim().trim_matches('"').to_string());
+    }
+    stack.into_iter().filter(|k| !k.is_empty()).collect()
 }
 
 fn join(table: &[String], key: &str) -> String {

@@ -160,3 +160,30 @@ fn the_shipped_example_configs_are_valid() {
         Config::parse_with_env(text, env).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn errors_inside_inline_tables_name_the_full_key() {
+    let text = EXAMPLE.replace("max_events = 5000", "max_events = \"many\"");
+    let e = err(&text);
+    assert_eq!(e.key, "sinks.platform.batch.max_events", "{e}");
+    assert_eq!(e.line, line(&text, "\"many\""));
+    let text = EXAMPLE.replace("initial_backoff = \"500ms\"", "initial_backoff = \"soon\"");
+    let e = err(&text);
+    assert_eq!(e.key, "sinks.platform.retry.initial_backoff", "{e}");
+    let text = EXAMPLE.replace("max_events = 5000", "max_event = 5000");
+    let e = err(&text);
+    assert_eq!(e.key, "sinks.platform.batch.max_event", "{e}");
+}
+
+#[test]
+fn key_paths_follow_inline_tables() {
+    assert_eq!(
+        key_path_at("batch = { max_events = \"x\" }", 23),
+        vec!["batch", "max_events"]
+    );
+    assert_eq!(key_path_at("uri = \"x\"", 6), vec!["uri"]);
+    assert_eq!(
+        key_path_at("a = { b = 1, c = { d = 2 } }", 22),
+        vec!["a", "c", "d"]
+    );
+}

@@ -40,6 +40,7 @@ pub async fn run(ctx: SourceContext, config: HttpSourceConfig) -> crate::Result<
         .await
         .map_err(|e| crate::Error::io("bind http source", config.address.to_string(), e))?;
     tracing::info!(source = ctx.encoder.source(), address = %config.address, path = %config.path, "http source listening");
+    ctx.mark_started();
     let mut shutdown = ctx.clone();
     let handler = Arc::new(Handler {
         ctx,

@@ -32,12 +32,20 @@ pub struct SourceContext {
     pub shutdown: watch::Receiver<bool>,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// Set by the source once it takes input (the http source: once it listens); `/ready`
+    /// waits for every source.
+    pub started: Arc<watch::Sender<bool>>,
 }
 
 impl SourceContext {
     /// Whether shutdown has begun.
     pub fn stopping(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Tells the pipeline this source now takes input.
+    pub fn mark_started(&self) {
+        self.started.send_replace(true);
     }
 
     /// Waits until shutdown begins.

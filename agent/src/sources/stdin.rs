@@ -15,6 +15,7 @@ const MAX_LINE: usize = 1 << 20;
 /// Reads stdin to its end (or shutdown). Sends the last appended seq on `done` at EOF.
 pub async fn run(mut ctx: SourceContext, done: watch::Sender<Option<u64>>) -> crate::Result<()> {
     let mut stdin = tokio::io::stdin();
+    ctx.mark_started();
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
     let mut last_seq = 0u64;
     let mut chunk = vec![0u8; CHUNK];

@@ -80,6 +80,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Follows the files of `config` until shutdown.
 pub async fn run(mut ctx: SourceContext, config: FileSourceConfig) -> crate::Result<()> {
     let mut source = Source::open(&ctx, config)?;
+    ctx.mark_started();
     let result = source.follow(&mut ctx).await;
     source.finish().await;
     match result {

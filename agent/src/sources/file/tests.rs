@@ -84,6 +84,7 @@ impl Harness {
             state_dir: self.state(),
             shutdown: rx,
             metrics: Arc::new(Metrics::new()),
+            started: Arc::new(watch::channel(false).0),
         };
         self.running = Some((tx, tokio::spawn(run(ctx, config))));
     }
