@@ -2,8 +2,10 @@
 //! started), `/metrics` (Prometheus text) and `/status` (JSON per sink and the WAL).
 //! Secrets never appear in any of them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,7 +16,7 @@ use gapless_wal::Wal;
 use serde_json::json;
 
 use crate::event::{unix_nanos_now, Timestamp};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SinkState};
 
 /// What the API reads.
 pub struct ApiState {
@@ -26,12 +28,24 @@ pub struct ApiState {
     pub wal: Arc<Wal>,
     /// This agent's id.
     pub agent_id: String,
+    /// Per sink: when delivery counts as unhealthy.
+    pub alerts: BTreeMap<String, DeliveryAlert>,
+}
+
+/// When a sink's delivery counts as unhealthy (see the sink's `alert_after` keys).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryAlert {
+    /// Undelivered events older than this, or no progress for this long with a backlog.
+    pub alert_after: Duration,
+    /// This many failed requests in a row.
+    pub failed_requests: u64,
 }
 
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/health/delivery", get(delivery))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -43,6 +57,88 @@ async fn health() -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         r#"{"status":"alive"}"#,
+    )
+        .into_response()
+}
+
+/// Per-sink delivery health: healthy, or the reasons it is not.
+pub fn delivery_health(
+    stats: &gapless_wal::Stats,
+    states: &BTreeMap<String, SinkState>,
+    alerts: &BTreeMap<String, DeliveryAlert>,
+) -> (bool, serde_json::Map<String, serde_json::Value>) {
+    let now = unix_nanos_now();
+    let mut all = true;
+    let mut out = serde_json::Map::new();
+    for c in &stats.cursors {
+        let Some(alert) = alerts.get(&c.name) else {
+            continue; // a cursor of a sink no longer configured
+        };
+        let state = states.get(&c.name).cloned().unwrap_or_default();
+        let mut reasons = Vec::new();
+        let age = c
+            .oldest_unacked
+            .map(|t| Duration::from_nanos(now.saturating_sub(t)));
+        if let Some(age) = age.filter(|a| *a > alert.alert_after) {
+            reasons.push(format!(
+                "oldest undelivered event is {}s old (alert_after {}s)",
+                age.as_secs(),
+                alert.alert_after.as_secs()
+            ));
+        }
+        if state.consecutive_failures >= alert.failed_requests {
+            reasons.push(format!(
+                "the last {} requests failed: {}",
+                state.consecutive_failures,
+                state.last_error.as_deref().unwrap_or("error")
+            ));
+        }
+        let stuck = state.last_progress.map(|t| t.elapsed());
+        if let Some(stuck) = stuck.filter(|s| c.backlog_records > 0 && *s > alert.alert_after) {
+            reasons.push(format!(
+                "no progress for {}s with {} events waiting",
+                stuck.as_secs(),
+                c.backlog_records
+            ));
+        }
+        all &= reasons.is_empty();
+        out.insert(
+            c.name.clone(),
+            json!({
+                "healthy": reasons.is_empty(),
+                "reasons": reasons,
+                "backlog_events": c.backlog_records,
+                "oldest_undelivered_age_seconds": age.map(|a| a.as_secs_f64()),
+                "consecutive_failures": state.consecutive_failures,
+            }),
+        );
+    }
+    (all, out)
+}
+
+async fn delivery(State(s): State<Arc<ApiState>>) -> Response {
+    let wal = s.wal.clone();
+    let stats = match tokio::task::spawn_blocking(move || wal.stats()).await {
+        Ok(Ok(stats)) => stats,
+        _ => return (StatusCode::SERVICE_UNAVAILABLE, "WAL stats unavailable").into_response(),
+    };
+    let states = s
+        .metrics
+        .sinks
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let (healthy, sinks) = delivery_health(&stats, &states, &s.alerts);
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"status": if healthy { "healthy" } else { "unhealthy" }, "sinks": sinks});
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
     )
         .into_response()
 }
@@ -142,6 +238,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
             "disk_full_errors": stats.disk_full_errors,
         },
         "sinks": sinks,
+        "sources": s.metrics.sources.lock().map(|g| g.clone()).unwrap_or_default(),
     });
     (
         StatusCode::OK,

@@ -38,12 +38,77 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GAPLESS_CONFIG")]
         config: PathBuf,
     },
+    /// Summarise a running agent: per sink the backlog, oldest undelivered age, delivery
+    /// rate, time to drain and last error; per source the events in; WAL usage and drops.
+    /// Exits 1 when delivery is unhealthy.
+    ///
+    /// Example: gapless status --api 127.0.0.1:8686
+    Status {
+        /// The agent's API address (`api.address`).
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        api: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Batches a destination rejected for good (4xx), kept in data_dir/dead-letter/<sink>/.
+    ///
+    /// Example: gapless dead-letter replay --sink platform --config /etc/gapless/gapless.toml
+    DeadLetter {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+    /// Check captured batches (NDJSON events, or one `{"headers":…,"events":[…]}` per line)
+    /// for seqs missing without a gap record, and for duplicates. Exits 1 on a silent hole.
+    ///
+    /// Example: gapless verify-stream received.ndjson --from 1
+    VerifyStream {
+        /// Capture files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The sink's seq_field.
+        #[arg(long, default_value = "seq")]
+        seq_field: String,
+        /// The seq the stream must start at (default: where it starts).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Look into the write-ahead log (stop the agent first: the WAL is locked while it runs).
     ///
     /// Example: gapless wal inspect --data-dir /var/lib/gapless
     Wal {
         #[command(subcommand)]
         command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// List a sink's dead-lettered batches.
+    ///
+    /// Example: gapless dead-letter list --sink platform
+    List {
+        /// The sink's name.
+        #[arg(long)]
+        sink: String,
+        /// The config file (for data_dir).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GAPLESS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Send a sink's dead-lettered batches again (after fixing the cause), removing each
+    /// once accepted; stops at the first failure.
+    ///
+    /// Example: gapless dead-letter replay --sink platform
+    Replay {
+        /// The sink's name.
+        #[arg(long)]
+        sink: String,
+        /// The config file (for data_dir and the sink's uri, credentials and TLS).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GAPLESS_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -100,6 +165,71 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Validate { config } => validate(config),
         Command::Wal { command } => wal(command),
+        Command::Status { api, json } => status(&api, json),
+        Command::DeadLetter { command } => dead_letter(command),
+        Command::VerifyStream {
+            files,
+            seq_field,
+            from,
+            json,
+        } => {
+            let mut out = std::io::stdout().lock();
+            match crate::ops::verify_stream(&files, &seq_field, from, json, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))
+}
+
+fn status(api: &str, json: bool) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut out = std::io::stdout().lock();
+    match rt.block_on(crate::ops::status(api, json, &mut out)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(format!(
+            "{e} (is the agent running with api.address = {api:?}?)"
+        )),
+    }
+}
+
+fn dead_letter(command: DeadLetterCommand) -> ExitCode {
+    let (sink, path, replay) = match command {
+        DeadLetterCommand::List { sink, config } => (sink, config, false),
+        DeadLetterCommand::Replay { sink, config } => (sink, config, true),
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut out = std::io::stdout().lock();
+    if !replay {
+        return match crate::ops::dead_letter_list(&config, &sink, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::ops::dead_letter_replay(&config, &sink, &mut out)) {
+        Ok((_, 0)) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => fail(e),
     }
 }
 

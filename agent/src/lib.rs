@@ -24,9 +24,11 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod error;
 pub mod event;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;

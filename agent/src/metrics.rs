@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +60,27 @@ pub struct SinkState {
     pub last_success_at: Option<String>,
     /// Events dead-lettered since start.
     pub dead_lettered_events: u64,
+    /// Last time the sink's cursor advanced (or the sink started).
+    #[serde(skip)]
+    pub last_progress: Option<Instant>,
+    /// When the request now in flight started, if one is.
+    #[serde(skip)]
+    pub in_flight_since: Option<Instant>,
+    /// Until when the sink backs off after a failure, if it does.
+    #[serde(skip)]
+    pub backoff_until: Option<Instant>,
+    /// When the last "still failing" error was logged.
+    #[serde(skip)]
+    pub last_alert_log: Option<Instant>,
+}
+
+/// What `/status` says about a source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceState {
+    /// Events appended since start.
+    pub events: u64,
+    /// Bytes of events appended since start.
+    pub bytes: u64,
 }
 
 /// All metrics of one agent.
@@ -92,6 +113,8 @@ pub struct Metrics {
     pub dropped_events: Family<ReasonLabel, Counter>,
     /// `gapless_gap_records_total` (gap records sent downstream, by reason).
     pub gap_records: Family<ReasonLabel, Counter>,
+    /// `gapless_sink_watchdog_restarts_total`.
+    pub sink_watchdog_restarts: Family<SinkLabel, Counter>,
     /// `gapless_wal_bytes`.
     pub wal_bytes: Gauge,
     /// `gapless_wal_max_bytes`.
@@ -110,6 +133,8 @@ pub struct Metrics {
     pub wal_disk_full_errors: Gauge,
     /// Per-sink state for `/status`.
     pub sinks: Mutex<BTreeMap<String, SinkState>>,
+    /// Per-source counts for `/status`.
+    pub sources: Mutex<BTreeMap<String, SourceState>>,
     /// When the agent started.
     pub started: SystemTime,
 }
@@ -197,6 +222,11 @@ impl Metrics {
                 "Gap records sent downstream, by reason",
                 Family::default()
             ),
+            sink_watchdog_restarts: reg!(
+                "sink_watchdog_restarts",
+                "Uploaders restarted by the watchdog",
+                Family::default()
+            ),
             wal_bytes: reg!("wal_bytes", "Bytes in WAL segments", Gauge::default()),
             wal_max_bytes: reg!(
                 "wal_max_bytes",
@@ -231,6 +261,7 @@ impl Metrics {
             ),
             registry,
             sinks: Mutex::new(BTreeMap::new()),
+            sources: Mutex::new(BTreeMap::new()),
             started: SystemTime::now(),
         }
     }
@@ -242,6 +273,10 @@ impl Metrics {
         };
         self.source_events.get_or_create(&l).inc_by(events);
         self.source_bytes.get_or_create(&l).inc_by(bytes);
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let s = sources.entry(l.source).or_default();
+        s.events += events;
+        s.bytes += bytes;
     }
 
     /// Updates a sink's `/status` state.

@@ -50,6 +50,62 @@ pub fn agent_id(config: &Config) -> Result<String> {
     Ok(id)
 }
 
+/// Resolves when the sink `name` has stalled: data waits, its cursor has not advanced for
+/// `stall_timeout`, and it is neither backing off nor waiting on a request younger than
+/// `request_timeout` (plus a margin). That is a bug or a hang; the caller restarts the
+/// uploader with a fresh client. Logs the sink's state first.
+async fn watchdog(
+    name: &str,
+    wal: &Arc<Wal>,
+    metrics: &Metrics,
+    stall_timeout: Duration,
+    request_timeout: Duration,
+) {
+    let check = Duration::from_secs(1).min(stall_timeout / 2);
+    loop {
+        tokio::time::sleep(check).await;
+        let state = metrics
+            .sinks
+            .lock()
+            .ok()
+            .and_then(|g| g.get(name).cloned())
+            .unwrap_or_default();
+        let idle = state
+            .last_progress
+            .is_none_or(|t| t.elapsed() >= stall_timeout);
+        let request_hung = state
+            .in_flight_since
+            .is_none_or(|t| t.elapsed() >= request_timeout + Duration::from_secs(5));
+        let backing_off = state
+            .backoff_until
+            .is_some_and(|t| t > std::time::Instant::now());
+        if !idle || !request_hung || backing_off {
+            continue;
+        }
+        let w = wal.clone();
+        let backlog = tokio::task::spawn_blocking(move || w.stats())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|s| s.cursors.into_iter().find(|c| c.name == name))
+            .map_or(0, |c| c.backlog_records);
+        if backlog == 0 {
+            continue;
+        }
+        tracing::error!(
+            sink = name,
+            backlog_events = backlog,
+            stalled_s = state.last_progress.map_or(0, |t| t.elapsed().as_secs()),
+            request_in_flight = state.in_flight_since.is_some(),
+            consecutive_failures = state.consecutive_failures,
+            last_error = state.last_error.as_deref().unwrap_or(""),
+            "watchdog: the uploader made no progress while data waits; restarting it"
+        );
+        metrics.sink_state(name, |s| s.last_progress = Some(std::time::Instant::now()));
+        return;
+    }
+}
+
 /// Runs the agent until SIGTERM/SIGINT, or — with a stdin source — until stdin ended and
 /// everything read from it was delivered.
 pub async fn run(config: Config) -> Result<()> {
@@ -72,6 +128,19 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: metrics.clone(),
         wal: wal.clone(),
         agent_id: agent_id.clone(),
+        alerts: config
+            .sinks
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    api::DeliveryAlert {
+                        alert_after: s.alert_after,
+                        failed_requests: s.alert_after_failed_requests,
+                    },
+                )
+            })
+            .collect(),
     });
     let listener = tokio::net::TcpListener::bind(config.api.address)
         .await
@@ -103,8 +172,17 @@ pub async fn run(config: Config) -> Result<()> {
         .find(|(_, s)| matches!(s, SourceConfig::Stdin))
         .map(|(n, _)| n.clone());
     let mut stdin_watchers: BTreeMap<String, watch::Receiver<u64>> = BTreeMap::new();
+    let heartbeats: HashSet<String> = config
+        .sources
+        .iter()
+        .filter(|(_, s)| matches!(s, SourceConfig::Heartbeat { .. }))
+        .map(|(n, _)| n.clone())
+        .collect();
     for (name, sink) in &config.sinks {
-        let inputs: HashSet<String> = sink.inputs.iter().cloned().collect();
+        let mut inputs: HashSet<String> = sink.inputs.iter().cloned().collect();
+        if !inputs.is_empty() {
+            inputs.extend(heartbeats.iter().cloned());
+        }
         let (delivered_tx, delivered_rx) = watch::channel(0u64);
         if let Some(stdin) = &stdin_source {
             if inputs.is_empty() || inputs.contains(stdin) {
@@ -113,6 +191,13 @@ pub async fn run(config: Config) -> Result<()> {
         }
         let name = name.clone();
         let kind = sink.kind.clone();
+        let seq_field = sink.seq_field.clone();
+        let alert_after = sink.alert_after;
+        let stall_timeout = sink.stall_timeout;
+        let request_timeout = match &sink.kind {
+            SinkKind::Http(h) => h.request_timeout,
+            SinkKind::Console => Duration::from_secs(30),
+        };
         let wal = wal.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown_rx.clone();
@@ -140,10 +225,21 @@ pub async fn run(config: Config) -> Result<()> {
                     metrics: metrics.clone(),
                     delivered: delivered_tx.clone(),
                     wal: wal.clone(),
+                    seq_field: seq_field.clone(),
+                    alert_after,
                 };
-                let result = match &kind {
-                    SinkKind::Http(cfg) => sinks::http::run(ctx, (**cfg).clone()).await,
-                    SinkKind::Console => sinks::console::run(ctx).await,
+                let run = async {
+                    match &kind {
+                        SinkKind::Http(cfg) => sinks::http::run(ctx, (**cfg).clone()).await,
+                        SinkKind::Console => sinks::console::run(ctx).await,
+                    }
+                };
+                let result = tokio::select! {
+                    r = run => r,
+                    () = watchdog(&name, &wal, &metrics, stall_timeout, request_timeout) => {
+                        metrics.sink_watchdog_restarts.get_or_create(&crate::metrics::SinkLabel { sink: name.clone() }).inc();
+                        continue;
+                    }
                 };
                 if *shutdown.borrow() {
                     return;
@@ -176,12 +272,17 @@ pub async fn run(config: Config) -> Result<()> {
         started.push(ctx.started.subscribe());
         let source = source.clone();
         let stdin_done = stdin_done_tx.clone();
+        let wal = wal.clone();
+        let agent_id = agent_id.clone();
         source_tasks.spawn(async move {
             loop {
                 let result = match &source {
                     SourceConfig::File(c) => sources::file::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Http(c) => sources::http::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Stdin => sources::stdin::run(ctx.clone(), stdin_done.clone()).await,
+                    SourceConfig::Heartbeat { interval } => {
+                        sources::heartbeat::run(ctx.clone(), *interval, wal.clone(), agent_id.clone()).await
+                    }
                 };
                 if ctx.stopping() {
                     return;

@@ -127,6 +127,8 @@ struct RawSource {
     path: Option<String>,
     max_body_bytes: Option<ByteSize>,
     auth: Option<RawAuth>,
+    // heartbeat
+    interval: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +173,10 @@ struct RawSink {
     retry: Option<RawRetry>,
     request_timeout: Option<Dur>,
     concurrency: Option<usize>,
+    seq_field: Option<String>,
+    alert_after: Option<Dur>,
+    alert_after_failed_requests: Option<u64>,
+    stall_timeout: Option<Dur>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,6 +261,11 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     /// Read lines from standard input.
     Stdin,
+    /// Write a heartbeat event every `interval` (default 60s).
+    Heartbeat {
+        /// Time between heartbeats.
+        interval: Duration,
+    },
 }
 
 /// Where to start in a file never seen before.
@@ -299,10 +310,22 @@ pub struct HttpSourceConfig {
 /// One sink.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
-    /// Sources whose events it takes (gap records always pass). Default: all sources.
+    /// Sources whose events it takes (gap records and heartbeats always pass). Default:
+    /// all sources.
     pub inputs: Vec<String>,
     /// What kind of sink.
     pub kind: SinkKind,
+    /// The name of the field carrying each event's WAL sequence number; `None` leaves it
+    /// out. Default `seq`.
+    pub seq_field: Option<String>,
+    /// Delivery health turns unhealthy when undelivered events are older than this, or
+    /// the cursor has not advanced for this long while there is a backlog. Default 5m.
+    pub alert_after: Duration,
+    /// … or when this many requests in a row failed. Default 10.
+    pub alert_after_failed_requests: u64,
+    /// The watchdog restarts an uploader that made no progress for this long while data
+    /// waits and no request is in flight or in backoff. Default 5m.
+    pub stall_timeout: Duration,
 }
 
 /// The kinds of sink.
@@ -776,6 +799,10 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         ("max_body_bytes", s.max_body_bytes.is_some()),
         ("auth", s.auth.is_some()),
     ];
+    let heartbeat_keys = [("interval", s.interval.is_some())];
+    if s.kind != "heartbeat" {
+        refuse_keys(c, "sources", name, &s.kind, &heartbeat_keys)?;
+    }
     match s.kind.as_str() {
         "file" => {
             refuse_keys(c, "sources", name, "file", &http_keys)?;
@@ -875,6 +902,31 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
 
 fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, ConfigError> {
     let inputs = s.inputs.clone().unwrap_or_default();
+    let seq_field = match s.seq_field.clone() {
+        None => Some("seq".to_string()),
+        Some(f) if f.is_empty() => None,
+        Some(f) if f.contains('"') || f.contains('\\') || f.chars().any(char::is_control) => {
+            return Err(c.err(
+                &["sinks", name, "seq_field"],
+                "must be a plain field name (or \"\" to leave it out)",
+            ))
+        }
+        Some(f) => Some(f),
+    };
+    let alert_after = s.alert_after.map_or(Duration::from_secs(300), |d| d.0);
+    let alert_after_failed_requests = s.alert_after_failed_requests.unwrap_or(10).max(1);
+    let stall_timeout = s.stall_timeout.map_or(Duration::from_secs(300), |d| d.0);
+    if stall_timeout < Duration::from_secs(1) {
+        return Err(c.err(&["sinks", name, "stall_timeout"], "must be at least 1s"));
+    }
+    let sink = |kind| SinkConfig {
+        inputs: inputs.clone(),
+        kind,
+        seq_field: seq_field.clone(),
+        alert_after,
+        alert_after_failed_requests,
+        stall_timeout,
+    };
     match s.kind.as_str() {
         "console" => {
             let http_keys = [
@@ -890,10 +942,7 @@ fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, 
                 ("concurrency", s.concurrency.is_some()),
             ];
             refuse_keys(c, "sinks", name, "console", &http_keys)?;
-            Ok(SinkConfig {
-                inputs,
-                kind: SinkKind::Console,
-            })
+            Ok(sink(SinkKind::Console))
         }
         "http" => {
             let Some(uri) = s.uri else {
@@ -984,29 +1033,26 @@ fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, 
                 bearer_token: a.bearer_token,
                 bearer_token_file: a.bearer_token_file,
             });
-            Ok(SinkConfig {
-                inputs,
-                kind: SinkKind::Http(Box::new(HttpSinkConfig {
-                    uri,
-                    encoding,
-                    gzip,
-                    batch_max_events,
-                    batch_max_bytes,
-                    batch_timeout: batch.timeout.map_or(Duration::from_secs(1), |d| d.0),
-                    auth: auth.unwrap_or_default(),
-                    headers,
-                    tls: TlsConfig {
-                        ca_file: tls.ca_file,
-                        cert_file: tls.cert_file,
-                        key_file: tls.key_file,
-                        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
-                    },
-                    initial_backoff,
-                    max_backoff,
-                    request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
-                    concurrency,
-                })),
-            })
+            Ok(sink(SinkKind::Http(Box::new(HttpSinkConfig {
+                uri,
+                encoding,
+                gzip,
+                batch_max_events,
+                batch_max_bytes,
+                batch_timeout: batch.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                auth: auth.unwrap_or_default(),
+                headers,
+                tls: TlsConfig {
+                    ca_file: tls.ca_file,
+                    cert_file: tls.cert_file,
+                    key_file: tls.key_file,
+                    insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+                },
+                initial_backoff,
+                max_backoff,
+                request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+                concurrency,
+            }))))
         }
         other => Err(c.err(
             &["sinks", name, "type"],

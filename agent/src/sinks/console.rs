@@ -26,7 +26,12 @@ pub async fn run(mut ctx: SinkContext) -> crate::Result<()> {
             b = reader.next(&mut ctx.cursor) => b?,
             _ = ctx.shutdown.changed() => return Ok(()),
         };
-        let body = encode(&batch.records, Encoding::Ndjson, &host);
+        let body = encode(
+            &batch.records,
+            Encoding::Ndjson,
+            &host,
+            ctx.seq_field.as_deref(),
+        );
         stdout
             .write_all(&body)
             .await
@@ -40,6 +45,7 @@ pub async fn run(mut ctx: SinkContext) -> crate::Result<()> {
         ctx.metrics.sink_state(&ctx.name, |s| {
             s.delivered_events += events;
             s.delivered_seq = Some(batch.last_seq);
+            s.last_progress = Some(std::time::Instant::now());
         });
         let _ = ctx.delivered.send(batch.last_seq);
         if *ctx.shutdown.borrow() {

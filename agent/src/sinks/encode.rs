@@ -10,23 +10,25 @@ use gapless_wal::{Gap, Record};
 use crate::config::Encoding;
 use crate::event::{split_payload, write_json_str, Timestamp};
 
-/// Appends the JSON of one record, with `seq` first, to `out`.
-pub fn write_record(out: &mut Vec<u8>, r: &Record, host: &str) {
+/// Appends the JSON of one record to `out`, its seq first under `seq_field` (if any).
+pub fn write_record(out: &mut Vec<u8>, r: &Record, host: &str, seq_field: Option<&str>) {
     if let Some(gap) = r.gap() {
-        write_gap(out, r.seq, &gap, host);
+        write_gap(out, r.seq, &gap, host, seq_field);
         return;
     }
     let json = split_payload(&r.payload).map_or(&r.payload[..], |(_, j)| j);
-    match json.strip_prefix(b"{") {
-        Some(rest) => {
-            out.extend_from_slice(b"{\"seq\":");
+    match (json.strip_prefix(b"{"), seq_field) {
+        (Some(rest), Some(field)) => {
+            out.push(b'{');
+            write_json_str(out, field);
+            out.push(b':');
             out.extend_from_slice(itoa(r.seq).as_bytes());
             if rest.first() != Some(&b'}') {
                 out.push(b',');
             }
             out.extend_from_slice(rest);
         }
-        None => out.extend_from_slice(json),
+        _ => out.extend_from_slice(json),
     }
 }
 
@@ -39,10 +41,15 @@ fn ts(nanos: u64) -> String {
 }
 
 /// A gap record as the platform receives it.
-pub fn write_gap(out: &mut Vec<u8>, seq: u64, gap: &Gap, host: &str) {
-    out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(itoa(seq).as_bytes());
-    out.extend_from_slice(b",\"gapless\":\"gap\",\"reason\":");
+pub fn write_gap(out: &mut Vec<u8>, seq: u64, gap: &Gap, host: &str, seq_field: Option<&str>) {
+    out.push(b'{');
+    if let Some(field) = seq_field {
+        write_json_str(out, field);
+        out.push(b':');
+        out.extend_from_slice(itoa(seq).as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"gapless\":\"gap\",\"reason\":");
     write_json_str(out, gap.reason.as_str());
     if let Some((a, b)) = gap.seqs {
         out.extend_from_slice(format!(",\"first_seq\":{a},\"last_seq\":{b}").as_bytes());
@@ -66,13 +73,18 @@ pub fn write_gap(out: &mut Vec<u8>, seq: u64, gap: &Gap, host: &str) {
 }
 
 /// The uncompressed body of `records`.
-pub fn encode(records: &[Record], encoding: Encoding, host: &str) -> Vec<u8> {
+pub fn encode(
+    records: &[Record],
+    encoding: Encoding,
+    host: &str,
+    seq_field: Option<&str>,
+) -> Vec<u8> {
     let size: usize = records.iter().map(|r| r.payload.len() + 24).sum();
     let mut out = Vec::with_capacity(size + 2);
     match encoding {
         Encoding::Ndjson => {
             for r in records {
-                write_record(&mut out, r, host);
+                write_record(&mut out, r, host, seq_field);
                 out.push(b'\n');
             }
         }
@@ -82,7 +94,7 @@ pub fn encode(records: &[Record], encoding: Encoding, host: &str) -> Vec<u8> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_record(&mut out, r, host);
+                write_record(&mut out, r, host, seq_field);
             }
             out.push(b']');
         }
@@ -119,15 +131,19 @@ mod tests {
 
     #[test]
     fn ndjson_puts_seq_first_in_every_event() {
-        let body = encode(
-            &[rec(7, r#"{"message":"a"}"#), rec(8, "{}")],
-            Encoding::Ndjson,
-            "h",
-        );
+        let two = [rec(7, r#"{"message":"a"}"#), rec(8, "{}")];
+        let body = encode(&two, Encoding::Ndjson, "h", Some("seq"));
         assert_eq!(
             String::from_utf8_lossy(&body),
             "{\"seq\":7,\"message\":\"a\"}\n{\"seq\":8}\n"
         );
+        let body = encode(&two[..1], Encoding::Ndjson, "h", Some("_n"));
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "{\"_n\":7,\"message\":\"a\"}\n"
+        );
+        let body = encode(&two[..1], Encoding::Ndjson, "h", None);
+        assert_eq!(String::from_utf8_lossy(&body), "{\"message\":\"a\"}\n");
     }
 
     #[test]
@@ -146,7 +162,7 @@ mod tests {
             kind: RecordKind::Gap,
             payload: Bytes::from(gap.encode()),
         };
-        let body = encode(&[r], Encoding::Json, "h");
+        let body = encode(&[r], Encoding::Json, "h", Some("seq"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v[0]["gapless"], "gap");
         assert_eq!(v[0]["reason"], "wal_corrupt");

@@ -61,6 +61,8 @@ struct Sender {
     shutdown: watch::Receiver<bool>,
     wal: Arc<gapless_wal::Wal>,
     inputs: std::collections::HashSet<String>,
+    seq_field: Option<String>,
+    alert_after: Duration,
 }
 
 /// Builds the HTTP client of a sink: rustls (ring), the configured CA, client
@@ -158,7 +160,10 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         metrics,
         delivered,
         wal,
+        seq_field,
+        alert_after,
     } = ctx;
+    metrics.sink_state(&name, |s| s.last_progress = Some(std::time::Instant::now()));
     let limits = BatchLimits {
         max_events: cfg.batch_max_events,
         max_bytes: cfg.batch_max_bytes,
@@ -177,6 +182,8 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         shutdown: shutdown.clone(),
         wal,
         inputs: inputs.clone(),
+        seq_field: seq_field.clone(),
+        alert_after,
     });
     let (tx, rx) = mpsc::channel::<Prepared>(1);
     let (ack_tx, ack_rx) = watch::channel(0u64);
@@ -208,7 +215,7 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
                 }
                 _ = shutdown.changed() => {}
                 batch = reader.next(&mut cursor) => {
-                    let prepared = prepare(batch?, cfg.encoding, cfg.gzip, host.clone()).await;
+                    let prepared = prepare(batch?, sender.clone()).await;
                     let send = sender_tx.send(prepared);
                     tokio::pin!(send);
                     loop {
@@ -295,15 +302,24 @@ fn apply_ack(
     let seq = *ack_rx.borrow();
     if seq >= cursor.acked_next() {
         cursor.ack(seq)?;
-        metrics.sink_state(name, |s| s.delivered_seq = Some(seq));
+        metrics.sink_state(name, |s| {
+            s.delivered_seq = Some(seq);
+            s.last_progress = Some(std::time::Instant::now());
+        });
         let _ = delivered.send(seq);
     }
     Ok(())
 }
 
-async fn prepare(batch: Batch, encoding: Encoding, compress: bool, host: String) -> Prepared {
+async fn prepare(batch: Batch, how: Arc<Sender>) -> Prepared {
     tokio::task::spawn_blocking(move || {
-        let raw = encode(&batch.records, encoding, &host);
+        let raw = encode(
+            &batch.records,
+            how.cfg.encoding,
+            &how.host,
+            how.seq_field.as_deref(),
+        );
+        let compress = how.cfg.gzip;
         let body = if compress { gzip(&raw) } else { raw };
         Prepared {
             first_seq: batch.first_seq,
@@ -346,18 +362,16 @@ impl Sender {
         let mut parts: VecDeque<Prepared> = VecDeque::from([first]);
         while let Some(part) = parts.pop_front() {
             let result = match self.deliver_part(&part).await {
-                Some(Final::Delivered) => Ok(()),
+                Some(Final::Delivered) => Ok(None),
                 Some(Final::TooLarge) if part.events > 1 => match self.reread(&part).await {
                     Ok(batch) => {
                         tracing::info!(sink = %self.name, events = part.events, "413 from the receiver: splitting the batch");
                         let (a, b) = batch.split();
-                        let pa =
-                            prepare(a, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
-                        let pb =
-                            prepare(b, self.cfg.encoding, self.cfg.gzip, self.host.clone()).await;
+                        let pa = prepare(a, self.clone()).await;
+                        let pb = prepare(b, self.clone()).await;
                         parts.push_front(pb);
                         parts.push_front(pa);
-                        Ok(())
+                        Ok(None)
                     }
                     Err(e) => Err(e),
                 },
@@ -369,6 +383,14 @@ impl Sender {
                     self.dead_letter(&part, status, body).await
                 }
                 None => return Outcome::Aborted,
+            };
+            let result = match result {
+                Ok(Some(path)) => match self.send_dead_letter_notice(&part, &path).await {
+                    Some(()) => Ok(()),
+                    None => return Outcome::Aborted,
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             };
             if let Err(e) = result {
                 // The WAL could not give the batch back: leave it there, undelivered.
@@ -402,13 +424,22 @@ impl Sender {
         let mut attempt = 0u32;
         let mut shutdown = self.shutdown.clone();
         loop {
+            self.metrics.sink_state(&self.name, |s| {
+                s.in_flight_since = Some(std::time::Instant::now());
+                s.backoff_until = None;
+            });
             let result = self.attempt(part).await;
+            self.metrics
+                .sink_state(&self.name, |s| s.in_flight_since = None);
             match result {
                 Attempt::Retry { wait, why } => {
                     if *shutdown.borrow() {
                         return None;
                     }
                     let backoff = wait.unwrap_or_else(|| policy.backoff(attempt));
+                    self.metrics.sink_state(&self.name, |s| {
+                        s.backoff_until = Some(std::time::Instant::now() + backoff);
+                    });
                     self.failed(attempt, &why, backoff);
                     self.metrics.sink_retries.get_or_create(&label).inc();
                     attempt = attempt.saturating_add(1);
@@ -419,7 +450,8 @@ impl Sender {
                 }
                 Attempt::Final(done) => {
                     if attempt > 0 {
-                        tracing::info!(sink = %self.name, attempts = attempt + 1, "sink recovered: delivering again");
+                        let (backlog, age) = self.backlog();
+                        tracing::info!(sink = %self.name, attempts = attempt + 1, backlog_events = backlog, oldest_undelivered_age_s = age, "sink recovered: delivering again");
                     }
                     return Some(done);
                 }
@@ -429,16 +461,40 @@ impl Sender {
 
     fn failed(&self, attempt: u32, why: &str, backoff: Duration) {
         let now = Timestamp::now().as_str().to_string();
+        let alert_after = self.alert_after;
+        let mut alert = false;
         self.metrics.sink_state(&self.name, |s| {
             s.consecutive_failures += 1;
             s.last_error = Some(why.to_string());
             s.last_error_at = Some(now);
+            let due = s.last_alert_log.is_none_or(|t| t.elapsed() >= alert_after);
+            let down_long = s.last_progress.is_some_and(|t| t.elapsed() >= alert_after);
+            if attempt > 0 && due && down_long {
+                s.last_alert_log = Some(std::time::Instant::now());
+                alert = true;
+            }
         });
         if attempt == 0 {
-            tracing::warn!(sink = %self.name, error = why, retry_in_ms = backoff.as_millis() as u64, "sink failing; retrying with backoff");
-        } else if attempt.is_multiple_of(10) {
-            tracing::error!(sink = %self.name, error = why, attempts = attempt + 1, "sink still failing; events wait in the WAL");
+            tracing::warn!(sink = %self.name, error = why, retry_in_ms = backoff.as_millis() as u64, "sink failing; events wait in the WAL and are retried with backoff");
+        } else if alert {
+            let (backlog, age) = self.backlog();
+            tracing::error!(sink = %self.name, error = why, attempts = attempt + 1, backlog_events = backlog, oldest_undelivered_age_s = age, "sink still down; nothing is lost, delivery resumes when it recovers");
         }
+    }
+
+    /// The sink's backlog (events) and the age of its oldest undelivered event (seconds).
+    fn backlog(&self) -> (u64, f64) {
+        let now = crate::event::unix_nanos_now();
+        self.wal
+            .stats()
+            .ok()
+            .and_then(|s| s.cursors.into_iter().find(|c| c.name == self.name))
+            .map_or((0, 0.0), |c| {
+                let age = c
+                    .oldest_unacked
+                    .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1e9);
+                (c.backlog_records, age)
+            })
     }
 
     async fn attempt(&self, part: &Prepared) -> Attempt {
@@ -561,7 +617,7 @@ impl Sender {
         part: &Prepared,
         status: StatusCode,
         response: String,
-    ) -> Result<()> {
+    ) -> Result<Option<std::path::PathBuf>> {
         let b = self.reread(part).await?;
         let meta = DeadLetterMeta {
             sink: self.name.clone(),
@@ -572,8 +628,14 @@ impl Sender {
             response,
             at: Timestamp::now().as_str().to_string(),
         };
-        let ndjson = encode(&b.records, Encoding::Ndjson, &self.host);
-        match dead_letter::store(&self.dead_letter_dir, &meta, &ndjson) {
+        let ndjson = encode(
+            &b.records,
+            Encoding::Ndjson,
+            &self.host,
+            self.seq_field.as_deref(),
+        );
+        let stored = dead_letter::store(&self.dead_letter_dir, &meta, &ndjson);
+        match &stored {
             Ok(path) => {
                 tracing::error!(sink = %self.name, status = status.as_u16(), events = b.records.len(), first_seq = b.first_seq, last_seq = b.last_seq, path = %path.display(), "batch rejected permanently; moved to the dead-letter queue");
             }
@@ -597,7 +659,50 @@ impl Sender {
             .inc_by(n);
         self.metrics
             .sink_state(&self.name, |s| s.dead_lettered_events += n);
-        Ok(())
+        Ok(stored.ok())
+    }
+
+    /// Tells the platform, in the stream, that a batch went to the dead-letter queue: a
+    /// gap event with reason `dead_letter` covering the batch's range and naming the file.
+    /// `None` on shutdown.
+    async fn send_dead_letter_notice(&self, part: &Prepared, path: &std::path::Path) -> Option<()> {
+        let mut event = Vec::new();
+        event.push(b'{');
+        if let Some(field) = &self.seq_field {
+            crate::event::write_json_str(&mut event, field);
+            event.extend_from_slice(format!(":{},", part.last_seq).as_bytes());
+        }
+        let notice = serde_json::json!({
+            "gapless": "gap",
+            "reason": "dead_letter",
+            "first_seq": part.first_seq,
+            "last_seq": part.last_seq,
+            "events": part.events,
+            "dead_letter_file": path.display().to_string(),
+            "host": self.host,
+            "timestamp": Timestamp::now().as_str(),
+        })
+        .to_string();
+        event.extend_from_slice(&notice.as_bytes()[1..]);
+        let raw = match self.cfg.encoding {
+            Encoding::Ndjson => [event, b"\n".to_vec()].concat(),
+            Encoding::Json => [b"[".to_vec(), event, b"]".to_vec()].concat(),
+        };
+        let body = if self.cfg.gzip { gzip(&raw) } else { raw };
+        let notice = Prepared {
+            first_seq: part.first_seq,
+            last_seq: part.last_seq,
+            events: 1,
+            gap_reasons: vec!["dead_letter"],
+            body: Bytes::from(body),
+        };
+        match self.deliver_part(&notice).await? {
+            Final::Delivered => {}
+            _ => {
+                tracing::error!(sink = %self.name, first_seq = part.first_seq, last_seq = part.last_seq, "the receiver refused the dead-letter notice too; the batch is in the dead-letter queue")
+            }
+        }
+        Some(())
     }
 }
 

@@ -40,4 +40,8 @@ pub struct SinkContext {
     pub delivered: watch::Sender<u64>,
     /// The WAL, to read a batch again when it must be split or dead-lettered.
     pub wal: Arc<Wal>,
+    /// The field carrying each event's seq, or `None`.
+    pub seq_field: Option<String>,
+    /// How long a sink may be down before it is logged as an error (again).
+    pub alert_after: std::time::Duration,
 }

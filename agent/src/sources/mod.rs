@@ -4,6 +4,7 @@
 //! the WAL's `durability` says.
 
 pub mod file;
+pub mod heartbeat;
 pub mod http;
 pub mod stdin;
 

@@ -1,0 +1,252 @@
+//! The continuity protocol's reference checker: given what a receiver got from one agent
+//! and sink — batches with their `Gapless-Seq-Range` headers, or just the events with their
+//! `seq` — it reports the sequence numbers that are missing without a gap record saying
+//! why, those delivered more than once, and the gap records themselves.
+//!
+//! A batch's range covers every record from its first to its last seq: events delivered in
+//! it and records the sink's `inputs` filter skipped. Anything lost on the way is described
+//! by a gap event (`"gapless":"gap"` with `first_seq`/`last_seq`). So a stream is whole when
+//! the union of batch ranges, event seqs and gap ranges has no hole.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedBatch {
+    /// `Gapless-Seq-Range`, when the receiver kept headers.
+    pub seq_range: Option<(u64, u64)>,
+    /// The events of the request.
+    pub events: Vec<Value>,
+}
+
+/// A gap event seen in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapSeen {
+    /// Its reason.
+    pub reason: String,
+    /// First lost seq, when given.
+    pub first_seq: Option<u64>,
+    /// Last lost seq, when given.
+    pub last_seq: Option<u64>,
+    /// How many events it says are lost.
+    pub events: Option<u64>,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    /// Lowest and highest seq seen (in ranges or events).
+    pub first_seq: Option<u64>,
+    /// Highest seq seen.
+    pub last_seq: Option<u64>,
+    /// Distinct event seqs delivered.
+    pub delivered: u64,
+    /// Seqs delivered more than once, with how many times (the first 1000).
+    pub duplicates: BTreeMap<u64, u64>,
+    /// How many deliveries were duplicates in all.
+    pub duplicate_deliveries: u64,
+    /// Gap events, in the order received.
+    pub gaps: Vec<GapSeen>,
+    /// Ranges (inclusive) neither delivered, covered by a batch range, nor described by a
+    /// gap event. Empty means the stream has no silent hole.
+    pub missing: Vec<(u64, u64)>,
+}
+
+impl StreamReport {
+    /// True when nothing is missing silently.
+    pub fn is_continuous(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// Checks a stream. `seq_field` is the sink's `seq_field` (default `seq`); `from` is the
+/// seq the stream should start at (`None`: where it starts).
+pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> StreamReport {
+    let mut report = StreamReport::default();
+    let mut covered: Vec<(u64, u64)> = Vec::new();
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    for b in batches {
+        if let Some(r) = b.seq_range {
+            covered.push(r);
+        }
+        for e in &b.events {
+            if e.get("gapless").and_then(Value::as_str) == Some("gap") {
+                let g = GapSeen {
+                    reason: e
+                        .get("reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    first_seq: e.get("first_seq").and_then(Value::as_u64),
+                    last_seq: e.get("last_seq").and_then(Value::as_u64),
+                    events: e.get("events").and_then(Value::as_u64),
+                };
+                if let (Some(a), Some(z)) = (g.first_seq, g.last_seq) {
+                    covered.push((a, z));
+                }
+                if let Some(s) = e.get(seq_field).and_then(Value::as_u64) {
+                    covered.push((s, s));
+                }
+                report.gaps.push(g);
+                continue;
+            }
+            if let Some(s) = e.get(seq_field).and_then(Value::as_u64) {
+                *seen.entry(s).or_default() += 1;
+                covered.push((s, s));
+            }
+        }
+    }
+    for (&s, &n) in &seen {
+        if n > 1 {
+            report.duplicate_deliveries += n - 1;
+            if report.duplicates.len() < 1000 {
+                report.duplicates.insert(s, n);
+            }
+        }
+    }
+    report.delivered = seen.len() as u64;
+    covered.sort_unstable();
+    let lo = covered.iter().map(|r| r.0).min();
+    let hi = covered.iter().map(|r| r.1).max();
+    report.first_seq = lo;
+    report.last_seq = hi;
+    let Some(lo) = lo else {
+        return report;
+    };
+    let mut next = from.unwrap_or(lo).min(lo);
+    for (a, z) in covered {
+        if a > next {
+            report.missing.push((next, a - 1));
+        }
+        next = next.max(z.saturating_add(1));
+    }
+    report
+}
+
+/// Reads a capture: NDJSON where each line is either one event (a receiver that kept no
+/// headers) or `{"headers": {…}, "events": [ … ]}` (one request with its headers).
+pub fn parse_capture(text: &str) -> Result<Vec<ReceivedBatch>, String> {
+    let mut batches = Vec::new();
+    let mut loose = ReceivedBatch::default();
+    let header = |h: &Value, name: &str| -> Option<String> {
+        let obj = h.as_object()?;
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    };
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        match (v.get("headers"), v.get("events").and_then(Value::as_array)) {
+            (Some(h), Some(events)) => {
+                let seq_range = header(h, "gapless-seq-range").and_then(|r| {
+                    let (a, z) = r.split_once('-')?;
+                    Some((a.trim().parse().ok()?, z.trim().parse().ok()?))
+                });
+                batches.push(ReceivedBatch {
+                    seq_range,
+                    events: events.clone(),
+                });
+            }
+            _ => loose.events.push(v),
+        }
+    }
+    if !loose.events.is_empty() {
+        batches.push(loose);
+    }
+    Ok(batches)
+}
+
+/// Distinct seqs in a report's duplicates (for tests and tools).
+pub fn duplicate_seqs(report: &StreamReport) -> BTreeSet<u64> {
+    report.duplicates.keys().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(seq: u64) -> Value {
+        json!({"seq": seq, "message": "x"})
+    }
+
+    #[test]
+    fn joined_ranges_with_skipped_records_are_continuous() {
+        let batches = vec![
+            ReceivedBatch {
+                seq_range: Some((1, 10)),
+                events: vec![ev(1), ev(5)],
+            },
+            ReceivedBatch {
+                seq_range: Some((11, 20)),
+                events: vec![ev(20)],
+            },
+        ];
+        let r = check(&batches, "seq", Some(1));
+        assert!(r.is_continuous(), "{r:?}");
+        assert_eq!(r.delivered, 3);
+    }
+
+    #[test]
+    fn a_hole_is_missing_unless_a_gap_record_names_it() {
+        let batches = vec![
+            ReceivedBatch {
+                seq_range: Some((1, 10)),
+                events: vec![],
+            },
+            ReceivedBatch {
+                seq_range: Some((21, 30)),
+                events: vec![],
+            },
+        ];
+        assert_eq!(check(&batches, "seq", None).missing, vec![(11, 20)]);
+        let with_gap = vec![
+            batches[0].clone(),
+            ReceivedBatch {
+                seq_range: Some((21, 30)),
+                events: vec![
+                    json!({"seq": 22, "gapless": "gap", "reason": "wal_corrupt", "first_seq": 11, "last_seq": 20}),
+                ],
+            },
+        ];
+        let r = check(&with_gap, "seq", None);
+        assert!(r.is_continuous(), "{r:?}");
+        assert_eq!(r.gaps[0].reason, "wal_corrupt");
+    }
+
+    #[test]
+    fn events_without_headers_are_checked_by_their_seqs_and_duplicates_counted() {
+        let batches = vec![ReceivedBatch {
+            seq_range: None,
+            events: vec![ev(1), ev(2), ev(2), ev(4)],
+        }];
+        let r = check(&batches, "seq", Some(1));
+        assert_eq!(r.missing, vec![(3, 3)]);
+        assert_eq!(r.duplicate_deliveries, 1);
+        assert_eq!(duplicate_seqs(&r), BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn a_stream_must_start_at_from() {
+        let batches = vec![ReceivedBatch {
+            seq_range: Some((5, 9)),
+            events: vec![],
+        }];
+        assert_eq!(check(&batches, "seq", Some(1)).missing, vec![(1, 4)]);
+    }
+
+    #[test]
+    fn captures_with_and_without_headers_parse() {
+        let text =
+            "{\"headers\":{\"Gapless-Seq-Range\":\"1-3\"},\"events\":[{\"seq\":1}]}\n{\"seq\":7}\n";
+        let b = parse_capture(text).unwrap_or_default();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].seq_range, Some((1, 3)));
+    }
+}

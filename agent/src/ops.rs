@@ -1,0 +1,319 @@
+//! Operator commands that talk to a running agent or its files: `gapless status`,
+//! `gapless dead-letter list|replay` and `gapless verify-stream`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{Config, SinkKind};
+use crate::continuity;
+use crate::error::{Error, Result};
+use crate::sinks::dead_letter;
+
+fn get_status(
+    client: &reqwest::Client,
+    api: &str,
+) -> impl std::future::Future<Output = Result<Value>> {
+    let url = format!("http://{api}/status");
+    let req = client
+        .get(url.clone())
+        .timeout(Duration::from_secs(5))
+        .send();
+    async move {
+        let resp = req
+            .await
+            .map_err(|e| Error::io("GET", &url, std::io::Error::other(e.to_string())))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::io("read", &url, std::io::Error::other(e.to_string())))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::io("parse", &url, std::io::Error::other(e.to_string())))
+    }
+}
+
+fn age(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.0}s"),
+        Some(s) if s < 7200.0 => format!("{:.0}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// `gapless status`: a human summary (or JSON) of a running agent, from its API. Samples
+/// `/status` twice a second apart to measure delivery rates.
+pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> {
+    let client = reqwest::Client::new();
+    let first = get_status(&client, api).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut now = get_status(&client, api).await?;
+    let healthy = now["status"] == "healthy";
+    if let Some(sinks) = now["sinks"].as_object_mut() {
+        for (name, s) in sinks.iter_mut() {
+            let before = first["sinks"][name]["delivered_events"]
+                .as_u64()
+                .unwrap_or(0);
+            let after = s["delivered_events"].as_u64().unwrap_or(0);
+            let rate = after.saturating_sub(before) as f64;
+            let backlog = s["backlog_events"].as_u64().unwrap_or(0);
+            s["delivery_rate_per_second"] = rate.into();
+            s["estimated_drain_seconds"] = if backlog == 0 {
+                0.0.into()
+            } else if rate > 0.0 {
+                (backlog as f64 / rate).into()
+            } else {
+                Value::Null
+            };
+        }
+    }
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&now).unwrap_or_default()
+        );
+        return Ok(healthy);
+    }
+    let w = &now["wal"];
+    let _ = writeln!(
+        out,
+        "agent {} (gapless {}), up {}, delivery {}",
+        now["agent_id"].as_str().unwrap_or("?"),
+        now["version"].as_str().unwrap_or("?"),
+        age(now["uptime_seconds"].as_f64()),
+        if healthy { "HEALTHY" } else { "UNHEALTHY" }
+    );
+    let used = w["bytes"].as_u64().unwrap_or(0);
+    let max = w["max_bytes"].as_u64().unwrap_or(1).max(1);
+    let _ = writeln!(
+        out,
+        "WAL: {} of {} ({:.1}%), seqs {}..{}, dropped {} (oldest) + {} (newest), disk-full errors {}",
+        bytes(used),
+        bytes(max),
+        used as f64 * 100.0 / max as f64,
+        w["first_seq"],
+        w["next_seq"].as_u64().unwrap_or(1).saturating_sub(1),
+        w["dropped_oldest_records"],
+        w["dropped_newest_records"],
+        w["disk_full_errors"],
+    );
+    let _ = writeln!(out, "sinks:");
+    if let Some(sinks) = now["sinks"].as_object() {
+        for (name, s) in sinks {
+            let drain = match s["estimated_drain_seconds"].as_f64() {
+                Some(0.0) => "caught up".to_string(),
+                Some(d) => format!("drains in ~{}", age(Some(d))),
+                None => "not draining".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {name}: backlog {} events ({}), oldest undelivered {}, {:.0} events/s, {drain}, dead-lettered {}",
+                s["backlog_events"],
+                bytes(s["backlog_bytes"].as_u64().unwrap_or(0)),
+                age(s["oldest_undelivered_age_seconds"].as_f64()),
+                s["delivery_rate_per_second"].as_f64().unwrap_or(0.0),
+                s["dead_lettered_events"],
+            );
+            if let Some(err) = s["last_error"].as_str() {
+                let _ = writeln!(
+                    out,
+                    "    last error: {err} (at {})",
+                    s["last_error_at"].as_str().unwrap_or("?")
+                );
+            }
+            if let Some(reasons) = now["delivery"][name]["reasons"].as_array() {
+                for r in reasons {
+                    let _ = writeln!(out, "    UNHEALTHY: {}", r.as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "sources:");
+    if let Some(sources) = now["sources"].as_object() {
+        for (name, s) in sources {
+            let _ = writeln!(
+                out,
+                "  {name}: {} events in ({})",
+                s["events"],
+                bytes(s["bytes"].as_u64().unwrap_or(0))
+            );
+        }
+    }
+    Ok(healthy)
+}
+
+/// `gapless dead-letter list`: the dead-lettered batches of a sink.
+pub fn dead_letter_list(config: &Config, sink: &str, out: &mut dyn Write) -> Result<()> {
+    let dir = config.data_dir.join("dead-letter").join(sink);
+    let items = dead_letter::list(&dir)?;
+    if items.is_empty() {
+        let _ = writeln!(
+            out,
+            "no dead letters for sink {sink:?} in {}",
+            dir.display()
+        );
+    }
+    for (path, m) in items {
+        let _ = writeln!(
+            out,
+            "{}: seqs {}..={}, {} events, HTTP {} at {}: {}",
+            path.display(),
+            m.first_seq,
+            m.last_seq,
+            m.events,
+            m.status,
+            m.at,
+            m.response.chars().take(200).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// `gapless dead-letter replay`: sends each dead-lettered batch of `sink` again with the
+/// sink's current settings (uri, credentials, TLS), and deletes it once answered 2xx. Stops
+/// at the first failure. Returns (replayed, remaining).
+pub async fn dead_letter_replay(
+    config: &Config,
+    sink: &str,
+    out: &mut dyn Write,
+) -> Result<(usize, usize)> {
+    let Some(SinkKind::Http(cfg)) = config.sinks.get(sink).map(|s| &s.kind) else {
+        return Err(Error::Client {
+            sink: sink.to_string(),
+            reason: "no http sink of that name in the config".into(),
+        });
+    };
+    let client = crate::sinks::http::build_client(sink, cfg)?;
+    let dir = config.data_dir.join("dead-letter").join(sink);
+    let items = dead_letter::list(&dir)?;
+    let total = items.len();
+    for (i, (path, meta)) in items.iter().enumerate() {
+        let body = std::fs::read(path).map_err(|e| Error::io("read dead letter", path, e))?;
+        let body = if cfg.gzip {
+            crate::sinks::encode::gzip(&body)
+        } else {
+            body
+        };
+        let mut req = client
+            .post(cfg.uri.clone())
+            .header("content-type", "application/x-ndjson")
+            .header(
+                "gapless-seq-range",
+                format!("{}-{}", meta.first_seq, meta.last_seq),
+            )
+            .header("gapless-replay", "dead-letter")
+            .body(body);
+        if cfg.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        for (k, v) in &cfg.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(token) = cfg
+            .auth
+            .token()
+            .map_err(|e| Error::io("read token", "auth.bearer_token_file", e))?
+        {
+            req = req.bearer_auth(token);
+        }
+        let result = req.send().await;
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(meta_path(path));
+                let _ = writeln!(
+                    out,
+                    "[{}/{total}] replayed seqs {}..={} ({} events)",
+                    i + 1,
+                    meta.first_seq,
+                    meta.last_seq,
+                    meta.events
+                );
+            }
+            Ok(resp) => {
+                let _ = writeln!(
+                    out,
+                    "[{}/{total}] HTTP {} for seqs {}..={}; stopping (the file stays)",
+                    i + 1,
+                    resp.status(),
+                    meta.first_seq,
+                    meta.last_seq
+                );
+                return Ok((i, total - i));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "[{}/{total}] request failed: {e}; stopping (the file stays)",
+                    i + 1
+                );
+                return Ok((i, total - i));
+            }
+        }
+    }
+    Ok((total, 0))
+}
+
+fn meta_path(ndjson: &Path) -> std::path::PathBuf {
+    let name = ndjson.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    ndjson.with_file_name(format!("{}.meta.json", name.trim_end_matches(".ndjson")))
+}
+
+/// `gapless verify-stream`: checks captured batches for silent holes and duplicates.
+pub fn verify_stream(
+    files: &[std::path::PathBuf],
+    seq_field: &str,
+    from: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let mut batches = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?;
+        let mut b = continuity::parse_capture(&text)
+            .map_err(|e| Error::io("parse", f, std::io::Error::other(e)))?;
+        batches.append(&mut b);
+    }
+    let report = continuity::check(&batches, seq_field, from);
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "seqs {}..{}: {} delivered, {} duplicate deliveries, {} gap records, {} missing ranges",
+            report.first_seq.unwrap_or(0),
+            report.last_seq.unwrap_or(0),
+            report.delivered,
+            report.duplicate_deliveries,
+            report.gaps.len(),
+            report.missing.len()
+        );
+        for g in &report.gaps {
+            let _ = writeln!(
+                out,
+                "  gap: {} seqs {:?}..{:?} ({:?} events)",
+                g.reason, g.first_seq, g.last_seq, g.events
+            );
+        }
+        for (a, z) in &report.missing {
+            let _ = writeln!(out, "  MISSING without a gap record: seqs {a}..={z}");
+        }
+    }
+    Ok(report.is_continuous())
+}
