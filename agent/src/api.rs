@@ -28,8 +28,8 @@ pub struct ApiState {
     pub wal: Arc<Wal>,
     /// This agent's id.
     pub agent_id: String,
-    /// Per sink: when delivery counts as unhealthy.
-    pub alerts: BTreeMap<String, DeliveryAlert>,
+    /// Per sink: when delivery counts as unhealthy (replaced on reload).
+    pub alerts: std::sync::Mutex<BTreeMap<String, DeliveryAlert>>,
 }
 
 /// When a sink's delivery counts as unhealthy (see the sink's `alert_after` keys).
@@ -128,7 +128,8 @@ async fn delivery(State(s): State<Arc<ApiState>>) -> Response {
         .lock()
         .map(|g| g.clone())
         .unwrap_or_default();
-    let (healthy, sinks) = delivery_health(&stats, &states, &s.alerts);
+    let alerts = s.alerts.lock().map(|a| a.clone()).unwrap_or_default();
+    let (healthy, sinks) = delivery_health(&stats, &states, &alerts);
     let code = if healthy {
         StatusCode::OK
     } else {

@@ -267,7 +267,7 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match rt.block_on(crate::pipeline::run(config)) {
+    match rt.block_on(crate::pipeline::run(config, Some(path))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gapless cannot run");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gapless_wal::Wal;
+use tokio::signal::unix::SignalKind;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -106,9 +107,45 @@ async fn watchdog(
     }
 }
 
+/// What outlives a reload: the WAL, the agent's identity, its metrics.
+struct Core {
+    wal: Arc<Wal>,
+    metrics: Arc<Metrics>,
+    agent_id: String,
+    host: String,
+}
+
+/// The sources and sinks of one configuration, running.
+struct Components {
+    shutdown: watch::Sender<bool>,
+    sinks: JoinSet<()>,
+    sources: JoinSet<()>,
+    stdin_done: watch::Receiver<Option<u64>>,
+    stdin_watchers: BTreeMap<String, watch::Receiver<u64>>,
+    grace: Duration,
+}
+
+fn delivery_alerts(config: &Config) -> BTreeMap<String, api::DeliveryAlert> {
+    config
+        .sinks
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                api::DeliveryAlert {
+                    alert_after: s.alert_after,
+                    failed_requests: s.alert_after_failed_requests,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Runs the agent until SIGTERM/SIGINT, or — with a stdin source — until stdin ended and
-/// everything read from it was delivered.
-pub async fn run(config: Config) -> Result<()> {
+/// everything read from it was delivered. SIGHUP re-reads `config_path`: an invalid file is
+/// logged and ignored; a valid one replaces the sources and sinks (the WAL, its cursors and
+/// checkpoints carry over, so nothing is lost or read twice).
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("create data_dir", &config.data_dir, e))?;
     let wal_path = wal_dir(&config.data_dir);
@@ -116,44 +153,32 @@ pub async fn run(config: Config) -> Result<()> {
     let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_path, opts))
         .await
         .map_err(|e| Error::io("open WAL", "wal", std::io::Error::other(e.to_string())))??;
-    let wal = Arc::new(wal);
-    let agent_id = agent_id(&config)?;
-    let metrics = Arc::new(Metrics::new());
-    let host = hostname();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tracing::info!(agent_id = %agent_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "gapless starting");
+    let core = Core {
+        wal: Arc::new(wal),
+        metrics: Arc::new(Metrics::new()),
+        agent_id: agent_id(&config)?,
+        host: hostname(),
+    };
+    tracing::info!(agent_id = %core.agent_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "gapless starting");
 
     let api_state = Arc::new(ApiState {
         ready: Default::default(),
-        metrics: metrics.clone(),
-        wal: wal.clone(),
-        agent_id: agent_id.clone(),
-        alerts: config
-            .sinks
-            .iter()
-            .map(|(n, s)| {
-                (
-                    n.clone(),
-                    api::DeliveryAlert {
-                        alert_after: s.alert_after,
-                        failed_requests: s.alert_after_failed_requests,
-                    },
-                )
-            })
-            .collect(),
+        metrics: core.metrics.clone(),
+        wal: core.wal.clone(),
+        agent_id: core.agent_id.clone(),
+        alerts: std::sync::Mutex::new(delivery_alerts(&config)),
     });
     let listener = tokio::net::TcpListener::bind(config.api.address)
         .await
         .map_err(|e| Error::io("bind api", config.api.address.to_string(), e))?;
-    let mut tasks = JoinSet::new();
-    {
-        let mut sd = shutdown_rx.clone();
+    let (api_stop, mut api_stop_rx) = watch::channel(false);
+    let api_task = {
         let app = api::router(api_state.clone());
-        tasks.spawn(async move {
+        tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    while !*sd.borrow_and_update() {
-                        if sd.changed().await.is_err() {
+                    while !*api_stop_rx.borrow_and_update() {
+                        if api_stop_rx.changed().await.is_err() {
                             break;
                         }
                     }
@@ -162,9 +187,132 @@ pub async fn run(config: Config) -> Result<()> {
             if let Err(e) = served {
                 tracing::error!(error = %e, "API server failed");
             }
-        });
-    }
+        })
+    };
 
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut config = config;
+    let mut components = start(&config, &core, &api_state)?;
+    loop {
+        let reload = tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); false }
+            r = tokio::signal::ctrl_c() => {
+                if r.is_ok() {
+                    tracing::info!("SIGINT: shutting down");
+                }
+                false
+            }
+            () = stdin_delivered(&mut components) => false,
+            _ = sighup.recv() => true,
+        };
+        if !reload {
+            break;
+        }
+        let Some(path) = &config_path else {
+            tracing::warn!("SIGHUP: no config file to re-read");
+            continue;
+        };
+        let mut new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload: the config is invalid; keeping the running one");
+                continue;
+            }
+        };
+        if new.data_dir != config.data_dir
+            || new.api.address != config.api.address
+            || new.wal != config.wal
+        {
+            tracing::warn!("reload: data_dir, api and wal settings take effect only after a restart; applying the rest");
+            new.data_dir = config.data_dir.clone();
+            new.api = config.api.clone();
+            new.wal = config.wal.clone();
+        }
+        tracing::info!(
+            sources = new.sources.len(),
+            sinks = new.sinks.len(),
+            "reload: applying the new config"
+        );
+        api_state.ready.store(false, Ordering::Release);
+        stop(components).await;
+        for name in config.sinks.keys().filter(|n| !new.sinks.contains_key(*n)) {
+            tracing::warn!(sink = %name, "reload: sink removed; its cursor keeps its backlog until `gapless wal forget-cursor`");
+        }
+        config = new;
+        if let Ok(mut a) = api_state.alerts.lock() {
+            *a = delivery_alerts(&config);
+        }
+        components = start(&config, &core, &api_state)?;
+    }
+    api_state.ready.store(false, Ordering::Release);
+    stop(components).await;
+    let _ = api_stop.send(true);
+    let _ = api_task.await;
+    drop(api_state);
+    let Core { wal, .. } = core;
+    match Arc::try_unwrap(wal) {
+        Ok(wal) => {
+            tokio::task::spawn_blocking(move || wal.close()).await.ok();
+        }
+        Err(_) => tracing::debug!("WAL still referenced at exit; it syncs as the process ends"),
+    }
+    tracing::info!("gapless stopped");
+    Ok(())
+}
+
+fn signal(kind: SignalKind) -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).map_err(|e| Error::io("install signal handler", "signal", e))
+}
+
+/// Resolves once stdin ended and every sink taking it delivered all of it; never without a
+/// stdin source.
+async fn stdin_delivered(c: &mut Components) {
+    let last = loop {
+        if let Some(last) = *c.stdin_done.borrow_and_update() {
+            break last;
+        }
+        if c.stdin_done.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    for (sink, rx) in c.stdin_watchers.iter_mut() {
+        while *rx.borrow_and_update() < last {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::info!(sink = %sink, last_seq = last, "everything read from stdin is delivered");
+    }
+}
+
+/// Stops sources first (no new input), then sinks (in-flight requests finish within the
+/// shutdown timeout; what is not delivered stays in the WAL).
+async fn stop(mut c: Components) {
+    let _ = c.shutdown.send(true);
+    let drained = tokio::time::timeout(c.grace, async {
+        while c.sources.join_next().await.is_some() {}
+        while c.sinks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("stopping: some tasks did not finish in time; their work stays in the WAL");
+        c.sources.abort_all();
+        c.sinks.abort_all();
+        while c.sources.join_next().await.is_some() {}
+        while c.sinks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the sinks of `config` (so their cursors exist before anything is appended), then
+/// its sources; marks the agent ready once every source takes input.
+fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Components> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let wal = &core.wal;
+    let metrics = &core.metrics;
+    let host = &core.host;
+    let agent_id = &core.agent_id;
+    let mut tasks = JoinSet::new();
     // Sinks first, so that their cursors exist before anything is appended.
     let stdin_source = config
         .sources
@@ -253,7 +401,7 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
 
-    let (stdin_done_tx, mut stdin_done_rx) = watch::channel::<Option<u64>>(None);
+    let (stdin_done_tx, stdin_done_rx) = watch::channel::<Option<u64>>(None);
     let mut source_tasks = JoinSet::new();
     let mut started = Vec::new();
     for (name, source) in &config.sources {
@@ -263,7 +411,7 @@ pub async fn run(config: Config) -> Result<()> {
         let ctx = SourceContext {
             name: name.clone(),
             appender: wal.appender(),
-            encoder: EventEncoder::new(name, &host),
+            encoder: EventEncoder::new(name, host),
             state_dir,
             shutdown: shutdown_rx.clone(),
             metrics: metrics.clone(),
@@ -301,7 +449,7 @@ pub async fn run(config: Config) -> Result<()> {
         let api_state = api_state.clone();
         let (n_sources, n_sinks, api) =
             (config.sources.len(), config.sinks.len(), config.api.address);
-        tasks.spawn(async move {
+        source_tasks.spawn(async move {
             for mut s in started {
                 while !*s.borrow_and_update() {
                     if s.changed().await.is_err() {
@@ -314,55 +462,12 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::io("install SIGTERM handler", "signal", e))?;
-    let stdin_delivered = async {
-        let last = loop {
-            if let Some(last) = *stdin_done_rx.borrow_and_update() {
-                break last;
-            }
-            if stdin_done_rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        for (sink, rx) in stdin_watchers.iter_mut() {
-            while *rx.borrow_and_update() < last {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-            tracing::info!(sink = %sink, last_seq = last, "everything read from stdin is delivered");
-        }
-    };
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        r = tokio::signal::ctrl_c() => {
-            if r.is_ok() {
-                tracing::info!("SIGINT: shutting down");
-            }
-        }
-        () = stdin_delivered => {}
-    }
-    let _ = shutdown_tx.send(true);
-    api_state.ready.store(false, Ordering::Release);
-    let grace = config.shutdown_timeout + Duration::from_secs(2);
-    let drained = tokio::time::timeout(grace, async {
-        while source_tasks.join_next().await.is_some() {}
-        while tasks.join_next().await.is_some() {}
+    Ok(Components {
+        shutdown: shutdown_tx,
+        sinks: tasks,
+        sources: source_tasks,
+        stdin_done: stdin_done_rx,
+        stdin_watchers,
+        grace: config.shutdown_timeout + Duration::from_secs(2),
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("shutdown: some tasks did not finish in time; their work stays in the WAL");
-        source_tasks.abort_all();
-        tasks.abort_all();
-    }
-    drop(api_state);
-    match Arc::try_unwrap(wal) {
-        Ok(wal) => {
-            tokio::task::spawn_blocking(move || wal.close()).await.ok();
-        }
-        Err(_) => tracing::debug!("WAL still referenced at exit; it syncs as the process ends"),
-    }
-    tracing::info!("gapless stopped");
-    Ok(())
 }

@@ -34,7 +34,7 @@ pub enum WhenFull {
 }
 
 /// Options of [`crate::Wal::open`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WalOptions {
     /// Target size of one segment file. Default: 64 MiB. Minimum: 64 KiB. If it is larger
     /// than a quarter of `max_bytes`, a quarter of `max_bytes` is used, so that retention

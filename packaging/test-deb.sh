@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the .deb, checks its contents and control data, installs it into this machine,
+# validates the installed config, runs the installed binary as the gapless user against a
+# local receiver, checks delivery, then removes (WAL kept) and purges (WAL gone) it.
+# Needs root and a throwaway machine (CI). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then echo "test-deb.sh needs root" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+cargo build --release --quiet -p gapless --bin gapless --example count_receiver
+deb=$(cargo deb -p gapless --no-build --quiet 2>/dev/null | tail -n 1)
+[ -f "$deb" ] || deb=$(ls -t target/debian/gapless_*.deb | head -n 1)
+echo "== built $deb"
+
+dpkg-deb -I "$deb" | tee /tmp/gapless-deb-info
+grep -q "Package: gapless" /tmp/gapless-deb-info
+grep -q "Depends:.*adduser" /tmp/gapless-deb-info
+dpkg-deb -c "$deb" | tee /tmp/gapless-deb-contents
+for f in ./usr/bin/gapless ./etc/gapless/gapless.toml ./etc/default/gapless gapless.service; do
+    grep -q "$f" /tmp/gapless-deb-contents || { echo "missing $f in the package" >&2; exit 1; }
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | tee /tmp/gapless-conffiles
+grep -qx /etc/gapless/gapless.toml /tmp/gapless-conffiles
+
+echo "== install"
+dpkg -i "$deb"
+id gapless
+id -nG gapless | grep -qw adm
+[ "$(stat -c '%U %a' /var/lib/gapless)" = "gapless 750" ]
+
+echo "== systemd unit"
+if ! command -v systemd-analyze >/dev/null; then
+    apt-get install -y -q systemd >/dev/null
+fi
+unit=$(ls /lib/systemd/system/gapless.service /usr/lib/systemd/system/gapless.service 2>/dev/null | head -n 1)
+systemd-analyze verify "$unit"
+systemd-analyze security --offline=true "$unit" | tail -n 1 || true
+
+echo "== validate the installed config as the gapless user"
+runuser -u gapless -- /usr/bin/gapless validate --config /etc/gapless/gapless.toml
+
+echo "== run the installed binary against a local receiver"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+target/release/examples/count_receiver "127.0.0.1:$port" &
+recv=$!
+trap 'kill $recv 2>/dev/null || true' EXIT
+runuser -u gapless -- env GAPLESS_ENDPOINT="http://127.0.0.1:$port/ingest" GAPLESS_TOKEN=t \
+    /usr/bin/gapless run --config /etc/gapless/gapless.toml &
+agent=$!
+delivered=0
+for _ in $(seq 1 100); do
+    delivered=$(curl -s "127.0.0.1:$port/count" | cut -d' ' -f1 || echo 0)
+    [ "${delivered:-0}" -ge 1 ] && break
+    sleep 0.1
+done
+kill -TERM $agent; wait $agent
+[ "${delivered:-0}" -ge 1 ] || { echo "nothing delivered" >&2; exit 1; }
+echo "delivered $delivered events (heartbeats)"
+ls -l /var/lib/gapless/wal/ | head
+[ "$(stat -c '%a' "$(ls /var/lib/gapless/wal/*.seg | head -n 1)")" = 600 ]
+
+echo "== remove keeps the WAL, purge deletes it"
+dpkg -r gapless
+[ -d /var/lib/gapless/wal ]
+dpkg -P gapless
+[ ! -e /var/lib/gapless ]
+echo "deb test passed"
