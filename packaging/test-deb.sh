@@ -47,7 +47,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 target/release/examples/count_receiver "127.0.0.1:$port" &
 recv=$!
 trap 'kill $recv 2>/dev/null || true' EXIT
-runuser -u gapless -- env GAPLESS_ENDPOINT="http://127.0.0.1:$port/ingest" GAPLESS_TOKEN=t \
+# setpriv execs the agent itself (no session wrapper), so $! is its pid and SIGTERM is its own.
+GAPLESS_ENDPOINT="http://127.0.0.1:$port/ingest" GAPLESS_TOKEN=t \
+    setpriv --reuid=gapless --regid=gapless --init-groups \
     /usr/bin/gapless run --config /etc/gapless/gapless.toml &
 agent=$!
 delivered=0
@@ -56,7 +58,8 @@ for _ in $(seq 1 100); do
     [ "${delivered:-0}" -ge 1 ] && break
     sleep 0.1
 done
-kill -TERM $agent; wait $agent
+kill -TERM $agent
+wait $agent || { echo "the agent did not exit 0 on SIGTERM" >&2; exit 1; }
 [ "${delivered:-0}" -ge 1 ] || { echo "nothing delivered" >&2; exit 1; }
 echo "delivered $delivered events (heartbeats)"
 ls -l /var/lib/gapless/wal/ | head

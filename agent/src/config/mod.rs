@@ -893,9 +893,18 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
             refuse_keys(c, "sources", name, "stdin", &http_keys)?;
             Ok(SourceConfig::Stdin)
         }
+        "heartbeat" => {
+            refuse_keys(c, "sources", name, "heartbeat", &file_keys)?;
+            refuse_keys(c, "sources", name, "heartbeat", &http_keys)?;
+            let interval = s.interval.map_or(Duration::from_secs(60), |d| d.0);
+            if interval < Duration::from_millis(100) {
+                return Err(c.err(&["sources", name, "interval"], "must be at least 100ms"));
+            }
+            Ok(SourceConfig::Heartbeat { interval })
+        }
         other => Err(c.err(
             &["sources", name, "type"],
-            format!("{other:?} is not a source type (file, http, stdin)"),
+            format!("{other:?} is not a source type (file, http, stdin, heartbeat)"),
         )),
     }
 }

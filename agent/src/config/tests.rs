@@ -187,3 +187,21 @@ fn key_paths_follow_inline_tables() {
         vec!["a", "c", "d"]
     );
 }
+
+#[test]
+fn the_packaged_configs_are_valid() {
+    let env = |k: &str| {
+        matches!(k, "GAPLESS_ENDPOINT" | "GAPLESS_TOKEN")
+            .then(|| "https://x.invalid/ingest".to_string())
+    };
+    for text in [
+        include_str!("../../../packaging/gapless.toml"),
+        include_str!("../../../packaging/container/gapless.toml"),
+    ] {
+        let c = Config::parse_with_env(text, env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c
+            .sources
+            .values()
+            .any(|s| matches!(s, SourceConfig::Heartbeat { .. })));
+    }
+}
