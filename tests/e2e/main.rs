@@ -10,12 +10,18 @@
 mod harness;
 
 mod config;
+mod continuity;
 mod crash;
+mod dead_letter;
 mod disk_full;
+mod gap_records;
+mod health;
+mod heartbeat;
 mod http_source;
 mod outage;
 mod responses;
 mod rotation;
 mod shutdown;
+mod status;
 mod stdin;
 mod tls;

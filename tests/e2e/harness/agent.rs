@@ -351,6 +351,16 @@ impl Agent {
         &self.data_dir
     }
 
+    /// The config file the agent runs on (for `gapless dead-letter … --config`).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The address of the agent's API (for `gapless status --api`).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+    }
+
     /// Everything the agent wrote to stderr, over all its runs.
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
@@ -421,6 +431,18 @@ pub fn run_command(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`run_command`] on a blocking thread, for commands that talk to a receiver or an agent
+/// served by the test's own runtime (`status`, `dead-letter replay`).
+pub async fn run_command_async(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.to_os_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_command(&args)
+    })
+    .await
+    .expect("run the gapless binary on a blocking thread")
 }
 
 /// Waits until the agent's `/status` satisfies `cond`; panics naming `what` with the last

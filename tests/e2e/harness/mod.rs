@@ -1,10 +1,12 @@
 //! The shared harness: the agent as a child process ([`Agent`]), a receiver that
 //! misbehaves on cue ([`Receiver`]), log files that rotate ([`LogFile`]), a private CA
-//! ([`certs`]), a small tmpfs ([`Tmpfs`]), and checks over what arrived ([`lines`]).
+//! ([`certs`]), a small tmpfs ([`Tmpfs`]), and checks over what arrived ([`lines`], and
+//! [`capture`] for the continuity checker).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
 pub mod agent;
+pub mod capture;
 pub mod certs;
 pub mod client;
 pub mod http1;

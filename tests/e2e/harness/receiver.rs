@@ -1,7 +1,8 @@
 //! [`Receiver`]: the remote logging platform, played by a small HTTP/1.1 server on
 //! 127.0.0.1 (optionally HTTPS) that records every request and answers as its [`Mode`]
 //! says — 200, any status, 429 with `Retry-After`, a reset connection, a stalled one, 413
-//! over a batch size, or a slow 200. The mode can be switched at any time, or scripted
+//! over a batch size, a slow 200, or a status for every request that carries events
+//! other than gap records. The mode can be switched at any time, or scripted
 //! request by request.
 //!
 //! It speaks HTTP/1.1 itself ([`super::http1`]) so that it can misbehave at the connection
@@ -46,6 +47,13 @@ pub enum Mode {
     },
     /// 200 after this delay.
     Slow(Duration),
+    /// This status (400: a permanent rejection) for a request holding any event that is
+    /// not a gap record, 200 for one holding gap records only: a platform refusing these
+    /// events but taking the agent's notices about them.
+    RejectEvents {
+        /// The status for requests with events.
+        status: u16,
+    },
     /// Request after request takes the next of these modes, round and round.
     Cycle(Vec<Mode>),
 }
@@ -124,7 +132,9 @@ enum Action {
 }
 
 impl State {
-    fn action(&self, events: usize) -> Action {
+    /// `events` is how many events the request holds, `plain` whether any of them is not
+    /// a gap record.
+    fn action(&self, events: usize, plain: bool) -> Action {
         let scripted = self.script.lock().unwrap().pop_front();
         let mode = scripted.unwrap_or_else(|| self.mode.lock().unwrap().clone());
         let mode = match mode {
@@ -156,6 +166,7 @@ impl State {
                 retry_after: None,
                 delay,
             },
+            Mode::RejectEvents { status } => answer(if plain { status } else { 200 }),
             Mode::Cycle(_) => panic!("a Mode::Cycle inside a Mode::Cycle"),
         }
     }
@@ -418,6 +429,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<State>) 
             Err(e) => (Vec::new(), Some(e)),
         };
         let n_events = events.len();
+        let plain = events.iter().any(|e| e["gapless"] != "gap");
         let index = state.push(Request {
             arrived: Instant::now(),
             answered: None,
@@ -428,7 +440,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<State>) 
             body_error,
             outcome: Outcome::Pending,
         });
-        match state.action(n_events) {
+        match state.action(n_events, plain) {
             Action::Answer {
                 status,
                 retry_after,

@@ -9,16 +9,33 @@ use super::toml_path;
 /// retrying after 50–500 ms, giving up on a request after 2 s. `extra` lines go into the
 /// same table (`concurrency = 1`, `tls = { … }`).
 pub fn http_sink(uri: &str, inputs: &[&str], max_events: usize, extra: &str) -> String {
+    named_http_sink(
+        "out",
+        uri,
+        inputs,
+        max_events,
+        &format!("request_timeout = \"2s\"\n{extra}"),
+    )
+}
+
+/// [`http_sink`] named `name`, and without a `request_timeout` (the default, 30 s, unless
+/// `extra` sets one), for tests that tune the timeouts or run several sinks.
+pub fn named_http_sink(
+    name: &str,
+    uri: &str,
+    inputs: &[&str],
+    max_events: usize,
+    extra: &str,
+) -> String {
     let inputs: Vec<String> = inputs.iter().map(|i| format!("\"{i}\"")).collect();
     format!(
         r#"
-[sinks.out]
+[sinks.{name}]
 type = "http"
 inputs = [{inputs}]
 uri = "{uri}"
 batch = {{ max_events = {max_events}, timeout = "100ms" }}
 retry = {{ initial_backoff = "50ms", max_backoff = "500ms" }}
-request_timeout = "2s"
 {extra}
 "#,
         inputs = inputs.join(", ")

@@ -1,0 +1,263 @@
+//! Gap records: what the WAL loses — segments deleted by `when_full = "drop_oldest"`, bytes
+//! damaged in a sealed segment — reaches the platform in the stream as gap events naming
+//! the lost seq range, so that the continuity checker finds no hole that is not described.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gapless::continuity::check;
+use serde_json::Value;
+
+use crate::harness::agent::{run_command, wait_for_status};
+use crate::harness::capture::{event_seqs, gap_events, gap_range, received_batches};
+use crate::harness::snippets::{http_sink, http_source};
+use crate::harness::*;
+
+/// The WAL's segment files, oldest first.
+fn segments(data_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_oldest_overflow_leaves_no_hole_that_a_gap_record_does_not_describe() {
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let agent = Agent::builder()
+        .listening_on(port)
+        .config(&format!(
+            "[wal]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"64KiB\"\nwhen_full = \"drop_oldest\"\n{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 500, "")
+        ))
+        .start()
+        .await;
+    // About 3 MiB of events into a 1 MiB WAL while nothing can be delivered.
+    let lines = numbered_lines("drop-oldest", 0, 12_000);
+    let ingest = Ingest::new(port);
+    for chunk in lines.chunks(500) {
+        ingest.post_ok(chunk).await;
+    }
+    let last_seq = lines.len() as u64;
+    wait_for_status(&agent, "the WAL dropping its oldest records", |s| {
+        s["wal"]["dropped_oldest_records"].as_u64() > Some(0)
+    })
+    .await;
+
+    receiver.set_mode(Mode::Ok);
+    wait_until(DELIVERY, "the stream to reach the last seq", async || {
+        let batches = received_batches(&receiver.requests());
+        batches
+            .iter()
+            .filter_map(|b| b.seq_range)
+            .any(|(_, z)| z >= last_seq)
+    })
+    .await;
+    let status = wait_for_status(&agent, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+
+    let events = receiver.events();
+    let report = check(&received_batches(&receiver.requests()), "seq", Some(1));
+    assert!(
+        report.missing.is_empty(),
+        "seqs missing without a gap record after a drop_oldest overflow: {:?}; gaps: {:?}",
+        report.missing,
+        report.gaps
+    );
+    let gaps = gap_events(&events, "wal_full_drop_oldest");
+    assert!(
+        !gaps.is_empty(),
+        "no wal_full_drop_oldest gap event arrived; gaps seen: {:?}",
+        report.gaps
+    );
+    for g in &report.gaps {
+        assert_eq!(g.reason, "wal_full_drop_oldest", "an unexpected gap: {g:?}");
+    }
+    for g in &gaps {
+        let (a, z) = gap_range(g);
+        assert_eq!(
+            g["events"].as_u64(),
+            Some(z - a + 1),
+            "a gap event's events do not match its range: {g}"
+        );
+    }
+    // A batch read before its segment was dropped may still be delivered, so the log's own
+    // gap record can name seqs that arrived: reported, not asserted.
+    let arrived = event_seqs(&events, "seq");
+    let dropped: BTreeSet<u64> = gaps
+        .iter()
+        .flat_map(|g| {
+            let (a, z) = gap_range(g);
+            a..=z
+        })
+        .collect();
+    assert!(
+        arrived.len() < lines.len(),
+        "{} of {} events arrived: nothing was dropped?",
+        arrived.len(),
+        lines.len()
+    );
+
+    let dropped_metric = agent
+        .metric(
+            "gapless_dropped_events_total",
+            &[("reason", "wal_full_drop_oldest")],
+        )
+        .await;
+    let dropped_status = status["wal"]["dropped_oldest_records"].as_u64();
+    eprintln!(
+        "dropped: /status wal.dropped_oldest_records = {dropped_status:?}, \
+         gapless_dropped_events_total{{reason=\"wal_full_drop_oldest\"}} = {dropped_metric:?}, \
+         {} seqs named by gap events, {} arrived, {} both",
+        dropped.len(),
+        arrived.len(),
+        arrived.intersection(&dropped).count()
+    );
+    assert!(
+        dropped_status > Some(0) || dropped_metric > Some(0.0),
+        "neither /status nor the metrics count the drops"
+    );
+    let gap_metric = agent
+        .metric(
+            "gapless_gap_records_total",
+            &[("reason", "wal_full_drop_oldest")],
+        )
+        .await;
+    assert!(
+        gap_metric >= Some(1.0),
+        "gapless_gap_records_total{{reason=\"wal_full_drop_oldest\"}} = {gap_metric:?}"
+    );
+}
+
+// Damage: a run of bytes in the middle of a sealed segment is overwritten while the agent
+// is stopped (bit rot, a bad block): the records it overlaps are lost, the rest must arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_sealed_segment_reaches_the_platform_as_a_wal_corrupt_gap_of_exactly_the_lost_seqs(
+) {
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let mut agent = Agent::builder()
+        .listening_on(port)
+        .top("shutdown_timeout = \"2s\"")
+        .config(&format!(
+            "[wal]\nsegment_bytes = \"64KiB\"\n{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 500, "")
+        ))
+        .start()
+        .await;
+    let lines = numbered_lines("corrupt", 0, 3_000);
+    let ingest = Ingest::new(port);
+    for chunk in lines.chunks(250) {
+        ingest.post_ok(chunk).await;
+    }
+    let last_seq = lines.len() as u64;
+    agent.sigterm();
+    let status = agent.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status} after SIGTERM");
+
+    let segs = segments(agent.data_dir());
+    assert!(
+        segs.len() >= 4,
+        "{} segments for {} lines of 64 KiB segments: {segs:?}",
+        segs.len(),
+        lines.len()
+    );
+    // Neither the oldest (the cursor's) nor the newest (active) one.
+    let victim = &segs[segs.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at..at + 300].fill(0x5A);
+    std::fs::write(victim, &bytes).unwrap();
+
+    let (verify, stdout, stderr) = run_command(&[
+        "wal".as_ref(),
+        "verify".as_ref(),
+        "--data-dir".as_ref(),
+        agent.data_dir().as_os_str(),
+    ]);
+    assert_eq!(
+        verify.code(),
+        Some(1),
+        "wal verify on a damaged WAL exited {verify}; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let reported: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("seqs ")?;
+            let (a, rest) = rest.split_once("..=")?;
+            let z = rest.split_whitespace().next()?;
+            Some((a.parse().ok()?, z.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(
+        reported.len(),
+        1,
+        "wal verify should report one lost range:\n{stdout}"
+    );
+
+    receiver.set_mode(Mode::Ok);
+    agent.restart().await;
+    wait_until(DELIVERY, "every seq delivered or described", async || {
+        let events = receiver.events();
+        let described: u64 = gap_events(&events, "wal_corrupt")
+            .iter()
+            .map(|g| {
+                let (a, z) = gap_range(g);
+                z - a + 1
+            })
+            .sum();
+        event_seqs(&events, "seq").len() as u64 + described >= last_seq
+    })
+    .await;
+
+    let events = receiver.events();
+    let arrived = event_seqs(&events, "seq");
+    let lost: Vec<u64> = (1..=last_seq).filter(|s| !arrived.contains(s)).collect();
+    let gaps = gap_events(&events, "wal_corrupt");
+    assert_eq!(
+        gaps.len(),
+        1,
+        "one wal_corrupt gap event for one damaged run: {gaps:?}"
+    );
+    let (first, last) = gap_range(&gaps[0]);
+    assert!(!lost.is_empty(), "the damage cost no record?");
+    assert_eq!(
+        (first, last),
+        (lost[0], *lost.last().unwrap()),
+        "the wal_corrupt gap {} vs the seqs that did not arrive {lost:?}",
+        gaps[0]
+    );
+    assert_eq!(
+        lost.len() as u64,
+        last - first + 1,
+        "seqs inside the gap's range arrived: lost {lost:?}, gap {}",
+        gaps[0]
+    );
+    assert_eq!(
+        gaps[0]["events"].as_u64(),
+        Some(last - first + 1),
+        "{}",
+        gaps[0]
+    );
+    assert_eq!(
+        reported[0],
+        (first, last),
+        "wal verify and the gap record disagree on the lost range"
+    );
+    let report = check(&received_batches(&receiver.requests()), "seq", Some(1));
+    assert!(report.missing.is_empty(), "{report:?}");
+    let not_corrupt: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["gapless"] == "gap" && e["reason"] != "wal_corrupt")
+        .collect();
+    assert!(not_corrupt.is_empty(), "other gap events: {not_corrupt:?}");
+}
