@@ -93,7 +93,13 @@ pub fn delivery_health(
                 state.last_error.as_deref().unwrap_or("error")
             ));
         }
-        let stuck = state.last_progress.map(|t| t.elapsed());
+        // No progress counts only while data waits: an idle sink that just got new events
+        // is not stuck, so the wait is also bounded by the oldest undelivered event's age.
+        let stuck = state
+            .last_progress
+            .map(|t| t.elapsed())
+            .zip(age)
+            .map(|(since, age)| since.min(age));
         if let Some(stuck) = stuck.filter(|s| c.backlog_records > 0 && *s > alert.alert_after) {
             reasons.push(format!(
                 "no progress for {}s with {} events waiting",
@@ -222,7 +228,11 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         .elapsed()
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let alerts = s.alerts.lock().map(|a| a.clone()).unwrap_or_default();
+    let (healthy, health) = delivery_health(&stats, &sink_states, &alerts);
     let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "delivery": health,
         "agent_id": s.agent_id,
         "version": env!("CARGO_PKG_VERSION"),
         "ready": s.ready.load(Ordering::Acquire),

@@ -135,6 +135,8 @@ pub struct Metrics {
     pub sinks: Mutex<BTreeMap<String, SinkState>>,
     /// Per-source counts for `/status`.
     pub sources: Mutex<BTreeMap<String, SourceState>>,
+    /// The WAL's drop counters as last folded into `dropped_events` (oldest, newest).
+    wal_drops_seen: Mutex<(u64, u64)>,
     /// When the agent started.
     pub started: SystemTime,
 }
@@ -262,6 +264,7 @@ impl Metrics {
             registry,
             sinks: Mutex::new(BTreeMap::new()),
             sources: Mutex::new(BTreeMap::new()),
+            wal_drops_seen: Mutex::new((0, 0)),
             started: SystemTime::now(),
         }
     }
@@ -295,6 +298,23 @@ impl Metrics {
         self.wal_fsyncs.set(stats.syncs as i64);
         self.wal_fsync_seconds.set(stats.sync_seconds);
         self.wal_disk_full_errors.set(stats.disk_full_errors as i64);
+        {
+            let mut seen = self
+                .wal_drops_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let (oldest, newest) = &mut *seen;
+            for (reason, now, before) in [
+                ("wal_full_drop_oldest", stats.dropped_oldest_records, oldest),
+                ("wal_full_drop_newest", stats.dropped_newest_records, newest),
+            ] {
+                let counter = self.dropped_events.get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                });
+                counter.inc_by(now.saturating_sub(*before));
+                *before = now.max(*before);
+            }
+        }
         let now = crate::event::unix_nanos_now();
         for c in &stats.cursors {
             let l = SinkLabel {

@@ -196,6 +196,7 @@ pub async fn dead_letter_replay(
         });
     };
     let client = crate::sinks::http::build_client(sink, cfg)?;
+    let agent_id = crate::pipeline::agent_id(config)?;
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     let total = items.len();
@@ -209,9 +210,21 @@ pub async fn dead_letter_replay(
         let mut req = client
             .post(cfg.uri.clone())
             .header("content-type", "application/x-ndjson")
+            .header("gapless-agent-id", agent_id.as_str())
             .header(
                 "gapless-seq-range",
                 format!("{}-{}", meta.first_seq, meta.last_seq),
+            )
+            .header(
+                "gapless-prev-seq",
+                meta.first_seq.saturating_sub(1).to_string(),
+            )
+            .header(
+                "idempotency-key",
+                format!(
+                    "{agent_id}-{sink}-{}-{}-replay",
+                    meta.first_seq, meta.last_seq
+                ),
             )
             .header("gapless-replay", "dead-letter")
             .body(body);

@@ -84,13 +84,18 @@ async fn watchdog(
             continue;
         }
         let w = wal.clone();
-        let backlog = tokio::task::spawn_blocking(move || w.stats())
+        let cursor = tokio::task::spawn_blocking(move || w.stats())
             .await
             .ok()
             .and_then(Result::ok)
-            .and_then(|s| s.cursors.into_iter().find(|c| c.name == name))
-            .map_or(0, |c| c.backlog_records);
-        if backlog == 0 {
+            .and_then(|s| s.cursors.into_iter().find(|c| c.name == name));
+        let backlog = cursor.as_ref().map_or(0, |c| c.backlog_records);
+        // Data must have waited that long too: a sink idle for an hour that just got an
+        // event has made no progress "for an hour", but is not stalled.
+        let waited = cursor
+            .and_then(|c| c.oldest_unacked)
+            .map(|t| Duration::from_nanos(crate::event::unix_nanos_now().saturating_sub(t)));
+        if backlog == 0 || waited.is_none_or(|w| w < stall_timeout) {
             continue;
         }
         tracing::error!(

@@ -38,6 +38,8 @@ struct Prepared {
     events: usize,
     gap_reasons: Vec<&'static str>,
     body: Bytes,
+    /// Appended to the idempotency key (a notice about a batch is not that batch).
+    key_suffix: &'static str,
 }
 
 /// How a batch ended.
@@ -332,6 +334,7 @@ async fn prepare(batch: Batch, how: Arc<Sender>) -> Prepared {
                 .map(|g| g.reason.as_str())
                 .collect(),
             body: Bytes::from(body),
+            key_suffix: "",
         }
     })
     .await
@@ -506,8 +509,8 @@ impl Sender {
             .header(
                 "idempotency-key",
                 format!(
-                    "{}-{}-{}-{}",
-                    self.agent_id, self.name, b.first_seq, b.last_seq
+                    "{}-{}-{}-{}{}",
+                    self.agent_id, self.name, b.first_seq, b.last_seq, b.key_suffix
                 ),
             )
             .header(
@@ -695,14 +698,28 @@ impl Sender {
             events: 1,
             gap_reasons: vec!["dead_letter"],
             body: Bytes::from(body),
+            key_suffix: "-dead-letter",
         };
-        match self.deliver_part(&notice).await? {
-            Final::Delivered => {}
-            _ => {
-                tracing::error!(sink = %self.name, first_seq = part.first_seq, last_seq = part.last_seq, "the receiver refused the dead-letter notice too; the batch is in the dead-letter queue")
+        // The notice is what keeps the stream free of silent holes: it is retried, with
+        // backoff, until the receiver takes it (a refusal holds the sink back, visibly).
+        let mut refusals = 0u32;
+        loop {
+            if let Final::Delivered = self.deliver_part(&notice).await? {
+                return Some(());
+            }
+            let wait = RetryPolicy {
+                initial: self.cfg.initial_backoff,
+                max: self.cfg.max_backoff,
+            }
+            .backoff(refusals);
+            tracing::error!(sink = %self.name, first_seq = part.first_seq, last_seq = part.last_seq, retry_in_ms = wait.as_millis() as u64, "the receiver refused the dead-letter notice; retrying (the batch itself is in the dead-letter queue)");
+            refusals = refusals.saturating_add(1);
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return None,
             }
         }
-        Some(())
     }
 }
 
