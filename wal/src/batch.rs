@@ -31,6 +31,12 @@ impl AppendBatch {
         self.push_kind(RecordKind::Event, payload);
     }
 
+    /// Adds a gap record: a producer saying that input was lost before it reached the log.
+    /// Readers hand it out like the log's own gap records.
+    pub fn push_gap(&mut self, gap: &crate::record::Gap) {
+        self.push_kind(RecordKind::Gap, &gap.encode());
+    }
+
     pub(crate) fn push_kind(&mut self, kind: RecordKind, payload: &[u8]) {
         self.data.extend_from_slice(payload);
         self.ends.push(self.data.len());

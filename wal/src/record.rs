@@ -182,6 +182,9 @@ pub enum GapReason {
     /// Records are missing and the log cannot say why (for example a power cut lost the
     /// unsynced end of the log under `durability = interval` while a cursor had passed it).
     Missing,
+    /// A source lost input before it reached the log (for example a rotated file deleted
+    /// before it was read to its end); appended by that source.
+    SourceOverflow,
 }
 
 impl GapReason {
@@ -192,6 +195,7 @@ impl GapReason {
             GapReason::DropNewest => "wal_full_drop_newest",
             GapReason::Corrupt => "wal_corrupt",
             GapReason::Missing => "wal_missing",
+            GapReason::SourceOverflow => "source_overflow",
         }
     }
 
@@ -201,6 +205,7 @@ impl GapReason {
             GapReason::DropNewest => 2,
             GapReason::Corrupt => 3,
             GapReason::Missing => 4,
+            GapReason::SourceOverflow => 5,
         }
     }
 
@@ -210,6 +215,7 @@ impl GapReason {
             2 => GapReason::DropNewest,
             3 => GapReason::Corrupt,
             4 => GapReason::Missing,
+            5 => GapReason::SourceOverflow,
             _ => return None,
         })
     }

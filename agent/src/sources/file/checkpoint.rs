@@ -6,7 +6,7 @@
 //!
 //! ```json
 //! {"version":1,"files":[{"dev":2049,"ino":1311,"created":1700000000123456789,
-//!   "fp_len":1024,"fp_hash":1234567890,"path":"/var/log/app/app.log","offset":52817}]}
+//!   "fp_len":1024,"fp_hash":1234567890,"path":"/var/log/app/app.log","offset":52817,"size":60000}]}
 //! ```
 //!
 //! | field      | meaning |
@@ -17,6 +17,7 @@
 //! | `fp_hash`  | FNV-1a 64 of those bytes |
 //! | `path`     | where the file was last seen (for logs, and to look for it after a rename) |
 //! | `offset`   | every byte before it is durable in the WAL; reading resumes here |
+//! | `size`     | the file's size when last seen; if the file is gone at the next start, `size - offset` bytes were lost and a `source_overflow` gap record says so (absent in older files: 0) |
 //!
 //! `kill -9` needs only the rename. Against power loss the temporary file and the
 //! directory are also synced, at most once per [`SYNC_EVERY`]: a lost rename then costs
@@ -56,6 +57,10 @@ pub struct Entry {
     pub path: String,
     /// First byte not yet durable in the WAL.
     pub offset: u64,
+    /// The file's size when last seen: if the file is gone at the next start, the bytes
+    /// between `offset` and this were lost (reported as a `source_overflow` gap).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Entry {
@@ -228,6 +233,7 @@ mod tests {
             fp_hash: 99,
             path: format!("/logs/{ino}.log"),
             offset,
+            size: offset,
         }
     }
 
@@ -259,7 +265,7 @@ mod tests {
         let text = fs::read_to_string(cp.path()).unwrap();
         assert_eq!(
             text,
-            r#"{"version":1,"files":[{"dev":1,"ino":5,"created":7,"fp_len":12,"fp_hash":99,"path":"/logs/5.log","offset":52817}]}"#
+            r#"{"version":1,"files":[{"dev":1,"ino":5,"created":7,"fp_len":12,"fp_hash":99,"path":"/logs/5.log","offset":52817,"size":52817}]}"#
         );
     }
 

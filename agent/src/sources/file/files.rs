@@ -104,15 +104,28 @@ impl Source {
             self.dirty = true;
         }
         let name = &self.name;
+        let lost = &mut self.lost_bytes;
         self.restored.retain(|id, e| {
             let keep = seen_ids.contains(id);
             if !keep {
-                tracing::info!(
-                    source = %name,
-                    path = %e.path,
-                    offset = e.offset,
-                    "checkpointed file is gone; forgetting it",
-                );
+                if e.size > e.offset {
+                    // Rotated away and deleted before it was read to its end.
+                    tracing::warn!(
+                        source = %name,
+                        path = %e.path,
+                        offset = e.offset,
+                        size = e.size,
+                        "a file was deleted before it was read to its end; a source_overflow gap record says how many bytes",
+                    );
+                    *lost += e.size - e.offset;
+                } else {
+                    tracing::info!(
+                        source = %name,
+                        path = %e.path,
+                        offset = e.offset,
+                        "checkpointed file is gone; forgetting it",
+                    );
+                }
                 return false;
             }
             true

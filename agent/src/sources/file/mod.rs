@@ -121,6 +121,8 @@ struct Source {
     /// The checkpoint is behind the files' offsets.
     dirty: bool,
     store_failing: bool,
+    /// Bytes of files deleted before they were read to their end, not yet reported.
+    lost_bytes: u64,
 }
 
 impl Source {
@@ -161,6 +163,7 @@ impl Source {
             scans: 0,
             next_poll: Instant::now(),
             paused_until: None,
+            lost_bytes: 0,
             dirty: false,
             store_failing: false,
         })
@@ -181,6 +184,7 @@ impl Source {
                 self.next_poll = now + self.config.poll_interval;
             }
             self.take_finished()?;
+            self.report_lost(ctx).await?;
             self.save(self.checkpoints.sync_due());
             if self.paused_until.is_some_and(|t| now >= t) {
                 self.paused_until = None;
@@ -206,6 +210,36 @@ impl Source {
                 }
             }
         }
+    }
+
+    /// Appends a `source_overflow` gap record for input lost before it was read, so the
+    /// loss travels downstream in the stream. Only once it is durable does the checkpoint
+    /// forget the files (the caller saves after this).
+    async fn report_lost(&mut self, ctx: &SourceContext) -> crate::Result<()> {
+        if self.lost_bytes == 0 {
+            return Ok(());
+        }
+        let now = crate::event::unix_nanos_now();
+        let gap = gapless_wal::Gap {
+            reason: gapless_wal::GapReason::SourceOverflow,
+            seqs: None,
+            records: 0,
+            bytes: self.lost_bytes,
+            from: now,
+            to: now,
+        };
+        let mut batch = gapless_wal::AppendBatch::new();
+        batch.push_gap(&gap);
+        ctx.appender.append(batch).await?;
+        self.metrics
+            .dropped_events
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: "source_overflow".into(),
+            })
+            .inc();
+        self.lost_bytes = 0;
+        self.dirty = true;
+        Ok(())
     }
 
     /// Shutdown: let in-flight appends complete (for a while) and write the checkpoint.

@@ -220,6 +220,7 @@ impl Tailed {
             fp_hash: self.fp.hash,
             path: self.path_str.to_string(),
             offset: self.durable,
+            size: self.size,
         }
     }
 }

@@ -328,6 +328,7 @@ async fn a_checkpoint_of_a_reused_inode_is_not_applied_to_the_new_file() {
         fp_hash: fp.hash,
         path: app.to_string_lossy().into(),
         offset: meta.len(),
+        size: meta.len(),
     };
     checkpoint::CheckpointFile::new(&h.state())
         .store(&[entry], true)
@@ -586,5 +587,40 @@ async fn throughput_of_200_byte_lines() {
         LINES as f64 / secs,
         (LINES * 200) as f64 / secs / 1e6
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_before_it_was_read_to_its_end_becomes_a_source_overflow_gap() {
+    // The agent saw app.log.1 at 300 bytes with 100 durable, then was stopped; the file
+    // was rotated away and deleted before the next start. The 200 bytes cannot be read:
+    // the loss is said in the stream.
+    let mut h = Harness::new();
+    let entry = checkpoint::Entry {
+        dev: 1,
+        ino: 999_999_999,
+        created: None,
+        fp_len: 8,
+        fp_hash: 42,
+        path: h.log("app.log.1").to_string_lossy().into(),
+        offset: 100,
+        size: 300,
+    };
+    checkpoint::CheckpointFile::new(&h.state())
+        .store(&[entry], true)
+        .unwrap();
+    h.start(h.config());
+    let gap = tokio::time::timeout(WAIT, async {
+        loop {
+            let records = h.cursor.read(100, 1 << 20).await.unwrap();
+            if let Some(g) = records.iter().find_map(|r| r.gap()) {
+                return g;
+            }
+        }
+    })
+    .await
+    .expect("a gap record");
+    assert_eq!(gap.reason, gapless_wal::GapReason::SourceOverflow);
+    assert_eq!(gap.bytes, 200);
     h.stop().await;
 }
