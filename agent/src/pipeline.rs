@@ -225,6 +225,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                 continue;
             }
         };
+        // What `gapless validate` checks beyond parsing (files readable, data_dir
+        // writable): a config that would not start is not applied either.
+        let problems = crate::config::check_paths(&new);
+        if !problems.is_empty() {
+            tracing::error!(problems = %problems.join("; "), "reload: the config is invalid; keeping the running one");
+            continue;
+        }
         if new.data_dir != config.data_dir
             || new.api.address != config.api.address
             || new.wal != config.wal

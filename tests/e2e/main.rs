@@ -19,6 +19,8 @@ mod health;
 mod heartbeat;
 mod http_source;
 mod outage;
+mod packaging;
+mod reload;
 mod responses;
 mod rotation;
 mod shutdown;

@@ -1,5 +1,7 @@
 //! [`Agent`]: the real `gapless` binary as a child process, with its config, data_dir and
 //! logs in a temporary directory. Starts wait for `GET /ready`; signals are real signals.
+//! The config can be rewritten while the agent runs (then SIGHUP reloads it; see
+//! [`super::reload`]).
 //! The child is killed when the `Agent` is dropped, and a failing test prints the tail of
 //! the agent's stderr.
 
@@ -31,6 +33,9 @@ pub struct AgentBuilder {
     body: String,
     stdin: bool,
     ports: Vec<u16>,
+    env: Vec<(String, String)>,
+    verbatim: Option<(String, SocketAddr)>,
+    config_from_env: bool,
 }
 
 impl AgentBuilder {
@@ -74,18 +79,41 @@ impl AgentBuilder {
         self
     }
 
+    /// Sets `key` in the agent's environment (for `${VAR}` in the config). By default the
+    /// agent inherits the test's environment less `GAPLESS_LOG` and `GAPLESS_CONFIG`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Writes `text` as the whole config file, as it is (no data_dir, top-level keys or
+    /// `[api]` added), for a test of a shipped config; `api` must be the address the text
+    /// gives the API (after substitution), and [`Agent::data_dir`] is right only if the
+    /// text's data_dir is `path("data")`. By default the harness writes the config.
+    pub fn verbatim_config(mut self, text: &str, api: SocketAddr) -> Self {
+        self.verbatim = Some((text.to_string(), api));
+        self
+    }
+
+    /// Names the config file in `GAPLESS_CONFIG` and runs plain `gapless run`, as the
+    /// container image does. By default the harness passes `--config FILE`.
+    pub fn config_from_env(mut self) -> Self {
+        self.config_from_env = true;
+        self
+    }
+
     /// Writes the config and spawns the agent, without waiting for it to be ready.
     pub fn spawn(self) -> Agent {
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("an address");
         let config_path = self.dir.path().join("gapless.toml");
-        let text = format!(
-            "data_dir = {data_dir}\n{top}\n\n[api]\naddress = \"{api}\"\n\n{body}\n",
-            data_dir = toml_path(&self.data_dir),
-            top = self.top,
-            body = self.body,
-        );
+        let (text, api) = match self.verbatim {
+            Some((text, api)) => (text, api),
+            None => {
+                let api: SocketAddr = format!("127.0.0.1:{}", free_port())
+                    .parse()
+                    .expect("an address");
+                (render(&self.data_dir, &self.top, api, &self.body), api)
+            }
+        };
         std::fs::write(&config_path, text).expect("write the config");
         let mut agent = Agent {
             stderr_path: self.dir.path().join("stderr.log"),
@@ -93,9 +121,12 @@ impl AgentBuilder {
             _dir: self.dir,
             data_dir: self.data_dir,
             config_path,
+            top: self.top,
             api,
             stdin_piped: self.stdin,
             ports: self.ports,
+            env: self.env,
+            config_from_env: self.config_from_env,
             child: None,
             stdin: None,
             runs: 0,
@@ -116,17 +147,28 @@ impl AgentBuilder {
     }
 }
 
+/// The config file the harness writes: data_dir, top-level keys, `[api]`, then the body.
+fn render(data_dir: &Path, top: &str, api: SocketAddr, body: &str) -> String {
+    format!(
+        "data_dir = {data_dir}\n{top}\n\n[api]\naddress = \"{api}\"\n\n{body}\n",
+        data_dir = toml_path(data_dir),
+    )
+}
+
 /// A running (or stopped) `gapless run` process and everything it keeps on disk.
 pub struct Agent {
     /// Holds the config, logs and (by default) data_dir; removed on drop.
     _dir: TempDir,
     data_dir: PathBuf,
     config_path: PathBuf,
+    top: String,
     api: SocketAddr,
     stderr_path: PathBuf,
     stdout_path: PathBuf,
     stdin_piped: bool,
     ports: Vec<u16>,
+    env: Vec<(String, String)>,
+    config_from_env: bool,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     runs: u32,
@@ -148,6 +190,9 @@ impl Agent {
             body: String::new(),
             stdin: false,
             ports: Vec::new(),
+            env: Vec::new(),
+            verbatim: None,
+            config_from_env: false,
         }
     }
 
@@ -165,12 +210,18 @@ impl Agent {
             .append(true)
             .open(&self.stdout_path)
             .expect("open stdout.log");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("run")
-            .arg("--config")
-            .arg(&self.config_path)
             .env_remove("GAPLESS_LOG")
             .env_remove("GAPLESS_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.config_from_env {
+            command.env("GAPLESS_CONFIG", &self.config_path);
+        } else {
+            command.arg("--config").arg(&self.config_path);
+        }
+        let mut child = command
             .stdin(if self.stdin_piped {
                 Stdio::piped()
             } else {
@@ -257,6 +308,23 @@ impl Agent {
     /// Sends SIGTERM (see [`Agent::wait_exit`]).
     pub fn sigterm(&self) {
         self.signal(Signal::TERM);
+    }
+
+    /// Sends SIGHUP: the agent re-reads its config file.
+    pub fn sighup(&self) {
+        self.signal(Signal::HUP);
+    }
+
+    /// Rewrites the config file with a new body (what [`AgentBuilder::config`] takes),
+    /// keeping data_dir, the top-level keys and the API address. Takes effect at the next
+    /// SIGHUP or start.
+    pub fn write_config(&self, body: &str) {
+        self.write_config_text(&render(&self.data_dir, &self.top, self.api, body));
+    }
+
+    /// Replaces the config file with `text`, as it is (to write a broken one).
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("rewrite the config");
     }
 
     /// `kill -9`: the agent gets no chance to finish anything. Reaps the process.
@@ -419,10 +487,19 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 /// Runs `gapless <args>` to completion (for `validate`, `wal …`): exit status, stdout,
 /// stderr.
 pub fn run_command(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
+    run_command_with_env(args, &[])
+}
+
+/// [`run_command`] with these variables set in its environment.
+pub fn run_command_with_env(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("GAPLESS_LOG")
         .env_remove("GAPLESS_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run the gapless binary");

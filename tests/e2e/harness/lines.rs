@@ -1,5 +1,6 @@
 //! Lines in, events out: numbered test lines, the `message`s of received events, and the
-//! check that none is missing (counting duplicates, which are allowed within bounds).
+//! check that none is missing (counting duplicates, which are allowed within bounds) — or,
+//! where nothing may repeat, that each arrived exactly once and each seq was sent once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -137,4 +138,53 @@ pub fn assert_in_order(expected: &[String], events: &[Value]) {
             &by_seq[..by_seq.len().min(5)]
         );
     }
+}
+
+/// Panics unless every one of `expected` arrived exactly once among `events` and nothing
+/// else did. A duplicate is shown with its seqs: the same seq twice means a sink sent a
+/// record again, two seqs that a source read the line again.
+pub fn assert_exactly_once(expected: &[String], events: &[Value], at: &str) {
+    let delivery = check_delivery(expected, events);
+    if delivery.duplicates > 0 {
+        let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for e in events {
+            if let (Some(m), Some(s)) = (e["message"].as_str(), e["seq"].as_u64()) {
+                seqs.entry(m).or_default().push(s);
+            }
+        }
+        let twice: Vec<_> = seqs.iter().filter(|(_, s)| s.len() > 1).take(3).collect();
+        panic!(
+            "{at}: {} of {} lines arrived more than once; (message, seqs): {twice:?}",
+            delivery.duplicates, delivery.expected
+        );
+    }
+    assert!(
+        delivery.missing.is_empty() && delivery.unexpected.is_empty(),
+        "{at}: {} of {} lines missing (first {:?}), {} unexpected (first {:?})",
+        delivery.missing.len(),
+        delivery.expected,
+        delivery.missing.first(),
+        delivery.unexpected.len(),
+        delivery.unexpected.first()
+    );
+}
+
+/// Panics unless `ranges` (as `gapless-seq-range` of accepted requests) cover `1..=last`
+/// without a hole and without overlapping: every record of the WAL accounted for once.
+pub fn assert_ranges_cover_once(ranges: &[(u64, u64)], last: u64, at: &str) {
+    let mut ranges = ranges.to_vec();
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[1].0 > pair[0].1,
+            "{at}: seq ranges {:?} and {:?} overlap: records sent twice",
+            pair[0],
+            pair[1]
+        );
+    }
+    let holes = seq_holes(&ranges, last);
+    assert!(
+        holes.is_empty(),
+        "{at}: no accepted request accounts for seqs {holes:?}"
+    );
 }

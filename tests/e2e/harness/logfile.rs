@@ -1,9 +1,16 @@
 //! [`LogFile`]: an application's log file as the application writes it — opened with
-//! `O_APPEND` and kept open — rotated by rename or by copytruncate like logrotate does.
+//! `O_APPEND` and kept open — rotated by rename or by copytruncate like logrotate does;
+//! [`LogWriter`]: one written from another thread, as traffic that something (a reload)
+//! happens in the middle of.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{numbered_lines, wait_until, SHORT};
 
 /// A log file held open for appending.
 pub struct LogFile {
@@ -71,4 +78,55 @@ fn open_append(path: &Path) -> File {
         .append(true)
         .open(path)
         .unwrap_or_else(|e| panic!("open {} for appending: {e}", path.display()))
+}
+
+/// Lines appended to a log file from another thread, a few every few milliseconds, until
+/// stopped.
+pub struct LogWriter {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<(LogFile, Vec<String>)>,
+}
+
+impl LogWriter {
+    /// Starts appending [`numbered_lines`] with `prefix` to `log`.
+    pub fn start(mut log: LogFile, prefix: &'static str) -> LogWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, written) = (stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let lines = numbered_lines(prefix, all.len(), 5);
+                    log.append(&lines);
+                    all.extend(lines);
+                    written.store(all.len(), Ordering::Relaxed);
+                    // Pacing, not waiting: about 1,000 lines a second.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (log, all)
+            })
+        };
+        LogWriter {
+            stop,
+            written,
+            thread,
+        }
+    }
+
+    /// Waits until `more` lines were written after this call.
+    pub async fn wait_for_more(&self, more: usize) {
+        let target = self.written.load(Ordering::Relaxed) + more;
+        wait_until(SHORT, format!("{target} lines written"), async || {
+            self.written.load(Ordering::Relaxed) >= target
+        })
+        .await;
+    }
+
+    /// Stops writing; the log file and every line written.
+    pub fn stop(self) -> (LogFile, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the writer thread")
+    }
 }

@@ -1,7 +1,7 @@
 //! The shared harness: the agent as a child process ([`Agent`]), a receiver that
 //! misbehaves on cue ([`Receiver`]), log files that rotate ([`LogFile`]), a private CA
-//! ([`certs`]), a small tmpfs ([`Tmpfs`]), and checks over what arrived ([`lines`], and
-//! [`capture`] for the continuity checker).
+//! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
+//! [`capture`] for the continuity checker), and reloading a running agent ([`reload`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -13,6 +13,7 @@ pub mod http1;
 pub mod lines;
 pub mod logfile;
 pub mod receiver;
+pub mod reload;
 pub mod snippets;
 pub mod tmpfs;
 
@@ -21,8 +22,11 @@ use std::time::{Duration, Instant};
 
 pub use agent::Agent;
 pub use client::Ingest;
-pub use lines::{assert_in_order, check_delivery, lines_in, numbered_lines};
-pub use logfile::LogFile;
+pub use lines::{
+    assert_exactly_once, assert_in_order, assert_ranges_cover_once, check_delivery, lines_in,
+    numbered_lines,
+};
+pub use logfile::{LogFile, LogWriter};
 pub use receiver::{Mode, Receiver};
 pub use tmpfs::Tmpfs;
 
