@@ -11,8 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
 cargo build --release --quiet -p gapless --bin gapless --example count_receiver
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 deb=$(cargo deb -p gapless --no-build --quiet 2>/dev/null | tail -n 1)
-[ -f "$deb" ] || deb=$(ls -t target/debian/gapless_*.deb | head -n 1)
+[ -f "$deb" ] || deb=$(ls -t "$target"/debian/gapless_*.deb | head -n 1)
 echo "== built $deb"
 
 dpkg-deb -I "$deb" | tee /tmp/gapless-deb-info
@@ -44,7 +45,7 @@ runuser -u gapless -- /usr/bin/gapless validate --config /etc/gapless/gapless.to
 
 echo "== run the installed binary against a local receiver"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/release/examples/count_receiver "127.0.0.1:$port" &
+"$target/release/examples/count_receiver" "127.0.0.1:$port" &
 recv=$!
 trap 'kill $recv 2>/dev/null || true' EXIT
 # setpriv execs the agent itself (no session wrapper), so $! is its pid and SIGTERM is its own.
