@@ -1,3 +1,5 @@
+//! Unit tests of config parsing and validation: every error names its key and line.
+
 use super::*;
 
 const EXAMPLE: &str = r#"
