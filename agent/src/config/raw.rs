@@ -1,0 +1,127 @@
+//! The raw serde structs: exactly the keys the file may contain (unknown keys are refused
+//! by `deny_unknown_fields`). `validate.rs` turns them into the typed settings of `mod.rs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, Dur};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) agent_id: Option<String>,
+    pub(super) shutdown_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) api: RawApi,
+    #[serde(default)]
+    pub(super) wal: RawWal,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    pub(super) sinks: BTreeMap<String, RawSink>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub(super) address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWal {
+    pub(super) max_bytes: Option<ByteSize>,
+    pub(super) segment_bytes: Option<ByteSize>,
+    pub(super) durability: Option<String>,
+    pub(super) sync_interval: Option<Dur>,
+    pub(super) when_full: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
+    pub(super) level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) bearer_token: Option<String>,
+    pub(super) bearer_token_file: Option<PathBuf>,
+}
+
+/// All keys any source type takes; `validate` refuses those its type does not use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    // file
+    pub(super) include: Option<Vec<String>>,
+    pub(super) exclude: Option<Vec<String>>,
+    pub(super) read_from: Option<String>,
+    pub(super) max_line_bytes: Option<ByteSize>,
+    pub(super) poll_interval: Option<Dur>,
+    pub(super) partial_line_timeout: Option<Dur>,
+    // http
+    pub(super) address: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) max_body_bytes: Option<ByteSize>,
+    pub(super) auth: Option<RawAuth>,
+    // heartbeat
+    pub(super) interval: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    pub(super) max_events: Option<usize>,
+    pub(super) max_bytes: Option<ByteSize>,
+    pub(super) timeout: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) initial_backoff: Option<Dur>,
+    pub(super) max_backoff: Option<Dur>,
+}
+
+/// All keys any sink type takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) inputs: Option<Vec<String>>,
+    // http
+    pub(super) uri: Option<String>,
+    pub(super) encoding: Option<String>,
+    pub(super) compression: Option<String>,
+    pub(super) batch: Option<RawBatch>,
+    pub(super) auth: Option<RawAuth>,
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) retry: Option<RawRetry>,
+    pub(super) request_timeout: Option<Dur>,
+    pub(super) concurrency: Option<usize>,
+    pub(super) seq_field: Option<String>,
+    pub(super) alert_after: Option<Dur>,
+    pub(super) alert_after_failed_requests: Option<u64>,
+    pub(super) stall_timeout: Option<Dur>,
+}

@@ -1,0 +1,457 @@
+//! From raw structs to typed settings: defaults, bounds and cross-references (a sink's
+//! `inputs` must name sources; keys of another type are refused), each error located.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{Checker, ConfigError};
+use super::raw::{RawConfig, RawSink, RawSource, RawWal};
+use super::{
+    ApiConfig, Auth, Config, Encoding, FileSourceConfig, HttpSinkConfig, HttpSourceConfig,
+    LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, TlsConfig,
+};
+
+pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
+    let c = Checker { text };
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/gapless"));
+    let api_address = raw.api.address.as_deref().unwrap_or("127.0.0.1:8686");
+    let api = ApiConfig {
+        address: api_address.parse().map_err(|e| {
+            c.err(
+                &["api", "address"],
+                format!("{api_address:?} is not an address like 127.0.0.1:8686: {e}"),
+            )
+        })?,
+    };
+    let wal = validate_wal(&raw.wal, &c)?;
+    let log = LogConfig {
+        json: match raw.log.format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(c.err(
+                    &["log", "format"],
+                    format!("{other:?} is not one of text, json"),
+                ))
+            }
+        },
+        level: raw.log.level.unwrap_or_else(|| "info".into()),
+    };
+    if let Some(id) = &raw.agent_id {
+        if id.trim().is_empty() {
+            return Err(c.err(&["agent_id"], "must not be empty"));
+        }
+    }
+    let mut sources = BTreeMap::new();
+    for (name, s) in raw.sources {
+        check_name(&c, "sources", &name)?;
+        sources.insert(name.clone(), validate_source(&name, s, &c)?);
+    }
+    let mut sinks = BTreeMap::new();
+    for (name, s) in raw.sinks {
+        check_name(&c, "sinks", &name)?;
+        let sink = validate_sink(&name, s, &c)?;
+        for input in &sink.inputs {
+            if !sources.contains_key(input) {
+                return Err(c.err(
+                    &["sinks", &name, "inputs"],
+                    format!(
+                        "no source named {input:?} (sources: {})",
+                        sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        sinks.insert(name, sink);
+    }
+    if sources.is_empty() {
+        return Err(c.err(&["sources"], "at least one source is needed"));
+    }
+    if sinks.is_empty() {
+        return Err(c.err(&["sinks"], "at least one sink is needed"));
+    }
+    let stdin = sources
+        .values()
+        .filter(|s| matches!(s, SourceConfig::Stdin))
+        .count();
+    if stdin > 1 {
+        return Err(c.err(&["sources"], "only one stdin source is possible"));
+    }
+    Ok(Config {
+        data_dir,
+        agent_id: raw.agent_id,
+        shutdown_timeout: raw
+            .shutdown_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        api,
+        wal,
+        log,
+        sources,
+        sinks,
+    })
+}
+
+fn check_name(c: &Checker<'_>, table: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(c.err(&[table, name], "names use 1 to 64 of A-Z a-z 0-9 _ - ."))
+    }
+}
+
+fn validate_wal(raw: &RawWal, c: &Checker<'_>) -> Result<gapless_wal::WalOptions, ConfigError> {
+    use gapless_wal::{Durability, WhenFull};
+    let mut o = gapless_wal::WalOptions {
+        max_bytes: raw.max_bytes.map_or(10 << 30, |b| b.0),
+        segment_bytes: raw.segment_bytes.map_or(64 << 20, |b| b.0),
+        ..Default::default()
+    };
+    o.durability = match raw.durability.as_deref() {
+        None | Some("always") => Durability::Always,
+        Some("interval") => Durability::Interval,
+        Some("never") => Durability::Never,
+        Some(other) => {
+            return Err(c.err(
+                &["wal", "durability"],
+                format!("{other:?} is not one of always, interval, never"),
+            ))
+        }
+    };
+    if let Some(d) = raw.sync_interval {
+        if d.0.is_zero() {
+            return Err(c.err(&["wal", "sync_interval"], "must be greater than zero"));
+        }
+        o.sync_interval = d.0;
+    }
+    o.when_full = match raw.when_full.as_deref() {
+        None | Some("block") => WhenFull::Block,
+        Some("drop_oldest") => WhenFull::DropOldest,
+        Some("drop_newest") => WhenFull::DropNewest,
+        Some(other) => {
+            return Err(c.err(
+                &["wal", "when_full"],
+                format!("{other:?} is not one of block, drop_oldest, drop_newest"),
+            ))
+        }
+    };
+    if o.max_bytes < 1 << 20 {
+        return Err(c.err(&["wal", "max_bytes"], "must be at least 1MiB"));
+    }
+    if o.segment_bytes < 64 << 10 {
+        return Err(c.err(&["wal", "segment_bytes"], "must be at least 64KiB"));
+    }
+    Ok(o)
+}
+
+fn refuse_keys(
+    c: &Checker<'_>,
+    table: &str,
+    name: &str,
+    kind: &str,
+    present: &[(&str, bool)],
+) -> Result<(), ConfigError> {
+    for (key, set) in present {
+        if *set {
+            return Err(c.err(
+                &[table, name, key],
+                format!("`{key}` does not apply to type {kind:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceConfig, ConfigError> {
+    let file_keys = [
+        ("include", s.include.is_some()),
+        ("exclude", s.exclude.is_some()),
+        ("read_from", s.read_from.is_some()),
+        ("max_line_bytes", s.max_line_bytes.is_some()),
+        ("poll_interval", s.poll_interval.is_some()),
+        ("partial_line_timeout", s.partial_line_timeout.is_some()),
+    ];
+    let http_keys = [
+        ("address", s.address.is_some()),
+        ("path", s.path.is_some()),
+        ("max_body_bytes", s.max_body_bytes.is_some()),
+        ("auth", s.auth.is_some()),
+    ];
+    let heartbeat_keys = [("interval", s.interval.is_some())];
+    if s.kind != "heartbeat" {
+        refuse_keys(c, "sources", name, &s.kind, &heartbeat_keys)?;
+    }
+    match s.kind.as_str() {
+        "file" => {
+            refuse_keys(c, "sources", name, "file", &http_keys)?;
+            let include = s.include.unwrap_or_default();
+            if include.is_empty() {
+                return Err(c.err(
+                    &["sources", name, "include"],
+                    "a file source needs at least one include pattern",
+                ));
+            }
+            for (key, pats) in [
+                ("include", &include),
+                ("exclude", s.exclude.as_ref().unwrap_or(&Vec::new())),
+            ] {
+                for p in pats {
+                    globset::Glob::new(p).map_err(|e| {
+                        c.err(&["sources", name, key], format!("bad glob {p:?}: {e}"))
+                    })?;
+                    if !p.starts_with('/') {
+                        return Err(c.err(
+                            &["sources", name, key],
+                            format!("{p:?} must be an absolute path"),
+                        ));
+                    }
+                }
+            }
+            let read_from = match s.read_from.as_deref() {
+                None | Some("beginning") => ReadFrom::Beginning,
+                Some("end") => ReadFrom::End,
+                Some(other) => {
+                    return Err(c.err(
+                        &["sources", name, "read_from"],
+                        format!("{other:?} is not one of beginning, end"),
+                    ))
+                }
+            };
+            let max_line_bytes = s.max_line_bytes.map_or(1 << 20, |b| b.0 as usize);
+            if max_line_bytes < 64 {
+                return Err(c.err(
+                    &["sources", name, "max_line_bytes"],
+                    "must be at least 64 bytes",
+                ));
+            }
+            Ok(SourceConfig::File(FileSourceConfig {
+                include,
+                exclude: s.exclude.unwrap_or_default(),
+                read_from,
+                max_line_bytes,
+                poll_interval: s.poll_interval.map_or(Duration::from_millis(250), |d| {
+                    d.0.max(Duration::from_millis(10))
+                }),
+                partial_line_timeout: s
+                    .partial_line_timeout
+                    .map_or(Duration::from_secs(5), |d| d.0),
+            }))
+        }
+        "http" => {
+            refuse_keys(c, "sources", name, "http", &file_keys)?;
+            let Some(address) = s.address else {
+                return Err(c.err(
+                    &["sources", name],
+                    "an http source needs `address`, like \"0.0.0.0:9880\"",
+                ));
+            };
+            let address = address.parse().map_err(|e| {
+                c.err(
+                    &["sources", name, "address"],
+                    format!("{address:?} is not an address: {e}"),
+                )
+            })?;
+            let path = s.path.unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') {
+                return Err(c.err(&["sources", name, "path"], "must start with /"));
+            }
+            let auth = s.auth.map(|a| Auth {
+                bearer_token: a.bearer_token,
+                bearer_token_file: a.bearer_token_file,
+            });
+            Ok(SourceConfig::Http(HttpSourceConfig {
+                address,
+                path,
+                max_body_bytes: s.max_body_bytes.map_or(10 << 20, |b| b.0 as usize),
+                auth: auth.unwrap_or_default(),
+            }))
+        }
+        "stdin" => {
+            refuse_keys(c, "sources", name, "stdin", &file_keys)?;
+            refuse_keys(c, "sources", name, "stdin", &http_keys)?;
+            Ok(SourceConfig::Stdin)
+        }
+        "heartbeat" => {
+            refuse_keys(c, "sources", name, "heartbeat", &file_keys)?;
+            refuse_keys(c, "sources", name, "heartbeat", &http_keys)?;
+            let interval = s.interval.map_or(Duration::from_secs(60), |d| d.0);
+            if interval < Duration::from_millis(100) {
+                return Err(c.err(&["sources", name, "interval"], "must be at least 100ms"));
+            }
+            Ok(SourceConfig::Heartbeat { interval })
+        }
+        other => Err(c.err(
+            &["sources", name, "type"],
+            format!("{other:?} is not a source type (file, http, stdin, heartbeat)"),
+        )),
+    }
+}
+
+fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, ConfigError> {
+    let inputs = s.inputs.clone().unwrap_or_default();
+    let seq_field = match s.seq_field.clone() {
+        None => Some("seq".to_string()),
+        Some(f) if f.is_empty() => None,
+        Some(f) if f.contains('"') || f.contains('\\') || f.chars().any(char::is_control) => {
+            return Err(c.err(
+                &["sinks", name, "seq_field"],
+                "must be a plain field name (or \"\" to leave it out)",
+            ))
+        }
+        Some(f) => Some(f),
+    };
+    let alert_after = s.alert_after.map_or(Duration::from_secs(300), |d| d.0);
+    let alert_after_failed_requests = s.alert_after_failed_requests.unwrap_or(10).max(1);
+    let stall_timeout = s.stall_timeout.map_or(Duration::from_secs(300), |d| d.0);
+    if stall_timeout < Duration::from_secs(1) {
+        return Err(c.err(&["sinks", name, "stall_timeout"], "must be at least 1s"));
+    }
+    let sink = |kind| SinkConfig {
+        inputs: inputs.clone(),
+        kind,
+        seq_field: seq_field.clone(),
+        alert_after,
+        alert_after_failed_requests,
+        stall_timeout,
+    };
+    match s.kind.as_str() {
+        "console" => {
+            let http_keys = [
+                ("uri", s.uri.is_some()),
+                ("encoding", s.encoding.is_some()),
+                ("compression", s.compression.is_some()),
+                ("batch", s.batch.is_some()),
+                ("auth", s.auth.is_some()),
+                ("headers", s.headers.is_some()),
+                ("tls", s.tls.is_some()),
+                ("retry", s.retry.is_some()),
+                ("request_timeout", s.request_timeout.is_some()),
+                ("concurrency", s.concurrency.is_some()),
+            ];
+            refuse_keys(c, "sinks", name, "console", &http_keys)?;
+            Ok(sink(SinkKind::Console))
+        }
+        "http" => {
+            let Some(uri) = s.uri else {
+                return Err(c.err(&["sinks", name], "an http sink needs `uri`"));
+            };
+            let uri = reqwest::Url::parse(&uri).map_err(|e| {
+                c.err(
+                    &["sinks", name, "uri"],
+                    format!("{uri:?} is not a URL: {e}"),
+                )
+            })?;
+            if !matches!(uri.scheme(), "http" | "https") {
+                return Err(c.err(&["sinks", name, "uri"], "the scheme must be http or https"));
+            }
+            let encoding = match s.encoding.as_deref() {
+                None | Some("ndjson") => Encoding::Ndjson,
+                Some("json") => Encoding::Json,
+                Some(other) => {
+                    return Err(c.err(
+                        &["sinks", name, "encoding"],
+                        format!("{other:?} is not one of ndjson, json"),
+                    ))
+                }
+            };
+            let gzip = match s.compression.as_deref() {
+                None | Some("gzip") => true,
+                Some("none") => false,
+                Some(other) => {
+                    return Err(c.err(
+                        &["sinks", name, "compression"],
+                        format!("{other:?} is not one of gzip, none"),
+                    ))
+                }
+            };
+            let batch = s.batch.unwrap_or_default();
+            let batch_max_events = batch.max_events.unwrap_or(5000);
+            if batch_max_events == 0 {
+                return Err(c.err(
+                    &["sinks", name, "batch", "max_events"],
+                    "must be at least 1",
+                ));
+            }
+            let batch_max_bytes = batch.max_bytes.map_or(4 << 20, |b| b.0 as usize);
+            if batch_max_bytes < 1024 {
+                return Err(c.err(
+                    &["sinks", name, "batch", "max_bytes"],
+                    "must be at least 1KiB",
+                ));
+            }
+            let retry = s.retry.unwrap_or_default();
+            let initial_backoff = retry
+                .initial_backoff
+                .map_or(Duration::from_millis(500), |d| d.0);
+            let max_backoff = retry.max_backoff.map_or(Duration::from_secs(60), |d| d.0);
+            if max_backoff < initial_backoff {
+                return Err(c.err(
+                    &["sinks", name, "retry", "max_backoff"],
+                    "must not be below initial_backoff",
+                ));
+            }
+            let concurrency = s.concurrency.unwrap_or(1);
+            if !(1..=64).contains(&concurrency) {
+                return Err(c.err(&["sinks", name, "concurrency"], "must be between 1 and 64"));
+            }
+            let tls = s.tls.unwrap_or_default();
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(c.err(
+                    &["sinks", name, "tls"],
+                    "cert_file and key_file go together",
+                ));
+            }
+            let headers = s.headers.unwrap_or_default();
+            for (k, v) in &headers {
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    c.err(
+                        &["sinks", name, "headers"],
+                        format!("{k:?} is not a valid header name"),
+                    )
+                })?;
+                reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                    c.err(
+                        &["sinks", name, "headers"],
+                        format!("the value of {k:?} is not a valid header value"),
+                    )
+                })?;
+            }
+            let auth = s.auth.map(|a| Auth {
+                bearer_token: a.bearer_token,
+                bearer_token_file: a.bearer_token_file,
+            });
+            Ok(sink(SinkKind::Http(Box::new(HttpSinkConfig {
+                uri,
+                encoding,
+                gzip,
+                batch_max_events,
+                batch_max_bytes,
+                batch_timeout: batch.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                auth: auth.unwrap_or_default(),
+                headers,
+                tls: TlsConfig {
+                    ca_file: tls.ca_file,
+                    cert_file: tls.cert_file,
+                    key_file: tls.key_file,
+                    insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+                },
+                initial_backoff,
+                max_backoff,
+                request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+                concurrency,
+            }))))
+        }
+        other => Err(c.err(
+            &["sinks", name, "type"],
+            format!("{other:?} is not a sink type (http, console)"),
+        )),
+    }
+}
