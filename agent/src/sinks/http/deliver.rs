@@ -1,347 +1,42 @@
-//! The HTTP uploader: one per sink. Two halves run side by side:
-//!
-//! 1. the **reader** owns the cursor: it fills batches ([`BatchReader`]), encodes and
-//!    compresses them off the async threads, hands them over, and applies acknowledgements;
-//! 2. the **sender** keeps up to `concurrency` requests in flight and retries each
-//!    forever — connection errors, timeouts, 408, 429, 5xx, 401/403 — with backoff and
-//!    `Retry-After`; splits on 413; dead-letters other 4xx. It reports completed batches
-//!    in order, so the cursor only ever advances over a contiguous delivered prefix.
-//!
-//! While one request is in flight the next batch is already being compressed.
+//! Delivering one batch: sending it until the receiver takes it (retrying forever on
+//! transient failures, with backoff and `Retry-After`), splitting it on 413, and moving it
+//! to the dead-letter queue — with a gap event downstream — when it is rejected for good.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesOrdered, StreamExt};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use super::client::error_chain;
+use super::{prepare, Outcome, Prepared};
 use crate::config::{Encoding, HttpSinkConfig};
 use crate::error::{Error, Result};
-use crate::event::{hostname, Timestamp};
+use crate::event::Timestamp;
 use crate::metrics::{Metrics, ReasonLabel, RequestLabel, SinkLabel};
-use crate::sinks::batch::{reread, Batch, BatchLimits, BatchReader};
+use crate::sinks::batch::{reread, Batch};
 use crate::sinks::dead_letter::{self, DeadLetterMeta};
 use crate::sinks::encode::{encode, gzip};
 use crate::sinks::retry::{parse_retry_after, RetryPolicy};
-use crate::sinks::SinkContext;
-
-/// A batch ready to send: its range and body only. Its records are dropped once encoded
-/// (they stay in the WAL until acknowledged and are read again if a 413 or a permanent
-/// rejection needs them), so batches in flight cost their compressed size.
-struct Prepared {
-    first_seq: u64,
-    last_seq: u64,
-    events: usize,
-    gap_reasons: Vec<&'static str>,
-    body: Bytes,
-    /// Appended to the idempotency key (a notice about a batch is not that batch).
-    key_suffix: &'static str,
-}
-
-/// How a batch ended.
-enum Outcome {
-    /// Delivered (or dead-lettered): the cursor may move past `last_seq`.
-    Done { last_seq: u64 },
-    /// Shutdown came first: it stays in the WAL.
-    Aborted,
-}
 
 /// Everything the sender needs, shared by its in-flight requests.
-struct Sender {
-    name: String,
-    cfg: HttpSinkConfig,
-    client: reqwest::Client,
-    headers: HeaderMap,
-    host: String,
-    agent_id: String,
-    metrics: Arc<Metrics>,
-    dead_letter_dir: std::path::PathBuf,
-    shutdown: watch::Receiver<bool>,
-    wal: Arc<gapless_wal::Wal>,
-    inputs: std::collections::HashSet<String>,
-    seq_field: Option<String>,
-    alert_after: Duration,
-}
-
-/// Builds the HTTP client of a sink: rustls (ring), the configured CA, client
-/// certificate and timeouts; no redirects (a POST must not silently become a GET).
-pub fn build_client(name: &str, cfg: &HttpSinkConfig) -> Result<reqwest::Client> {
-    let err = |reason: String| Error::Client {
-        sink: name.to_string(),
-        reason,
-    };
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(cfg.request_timeout)
-        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("gapless/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &cfg.tls.ca_file {
-        let pem =
-            std::fs::read(ca).map_err(|e| err(format!("tls.ca_file {}: {e}", ca.display())))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| err(format!("tls.ca_file {}: {e}", ca.display())))?
-        {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-        let mut pem = std::fs::read(cert)
-            .map_err(|e| err(format!("tls.cert_file {}: {e}", cert.display())))?;
-        pem.extend(
-            std::fs::read(key).map_err(|e| err(format!("tls.key_file {}: {e}", key.display())))?,
-        );
-        let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| err(format!("client certificate: {e}")))?;
-        b = b.identity(id);
-    }
-    if cfg.tls.insecure_skip_verify {
-        tracing::warn!(
-            sink = name,
-            "TLS certificate verification is OFF for this sink"
-        );
-        b = b.danger_accept_invalid_certs(true);
-    }
-    b.build().map_err(|e| err(format!("HTTP client: {e}")))
-}
-
-fn static_headers(name: &str, cfg: &HttpSinkConfig, agent_id: &str) -> Result<HeaderMap> {
-    let err = |reason: String| Error::Client {
-        sink: name.to_string(),
-        reason,
-    };
-    let mut h = HeaderMap::new();
-    let ct = match cfg.encoding {
-        Encoding::Ndjson => "application/x-ndjson",
-        Encoding::Json => "application/json",
-    };
-    h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    if cfg.gzip {
-        h.insert(
-            reqwest::header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
-    }
-    for (k, v) in &cfg.headers {
-        let k =
-            HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(format!("header {k:?}: {e}")))?;
-        let v = HeaderValue::from_str(v).map_err(|e| err(format!("header value: {e}")))?;
-        h.insert(k, v);
-    }
-    // An inline token goes into every request from here; a token file is read per request
-    // (see `attempt`), so that a rotated token takes effect without a restart.
-    if let Some(token) = &cfg.auth.bearer_token {
-        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| err("the bearer token is not a valid header value".into()))?;
-        v.set_sensitive(true);
-        h.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(agent_id) {
-        h.insert("gapless-agent-id", v);
-    }
-    Ok(h)
-}
-
-/// Runs the uploader of one sink until shutdown.
-pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
-    let client = build_client(&ctx.name, &cfg)?;
-    let headers = static_headers(&ctx.name, &cfg, &ctx.agent_id)?;
-    let SinkContext {
-        name,
-        mut cursor,
-        inputs,
-        agent_id,
-        dead_letter_dir,
-        shutdown,
-        shutdown_timeout,
-        metrics,
-        delivered,
-        wal,
-        seq_field,
-        alert_after,
-    } = ctx;
-    metrics.sink_state(&name, |s| s.last_progress = Some(std::time::Instant::now()));
-    let limits = BatchLimits {
-        max_events: cfg.batch_max_events,
-        max_bytes: cfg.batch_max_bytes,
-        timeout: cfg.batch_timeout,
-    };
-    let host = hostname();
-    let sender = Arc::new(Sender {
-        name: name.clone(),
-        cfg: cfg.clone(),
-        client,
-        headers,
-        host: host.clone(),
-        agent_id,
-        metrics: metrics.clone(),
-        dead_letter_dir,
-        shutdown: shutdown.clone(),
-        wal,
-        inputs: inputs.clone(),
-        seq_field: seq_field.clone(),
-        alert_after,
-    });
-    let (tx, rx) = mpsc::channel::<Prepared>(1);
-    let (ack_tx, ack_rx) = watch::channel(0u64);
-
-    let reader = async {
-        let mut reader = BatchReader::new(&inputs, limits);
-        let mut shutdown = shutdown.clone();
-        let mut ack_rx = ack_rx;
-        let mut tx = Some(tx);
-        loop {
-            if *shutdown.borrow() {
-                // Stop reading; keep applying acks until the sender is done.
-                tx = None;
-            }
-            let Some(sender_tx) = tx.clone() else {
-                if ack_rx.changed().await.is_err() {
-                    return Ok::<(), Error>(());
-                }
-                apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
-                continue;
-            };
-            tokio::select! {
-                biased;
-                changed = ack_rx.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
-                }
-                _ = shutdown.changed() => {}
-                batch = reader.next(&mut cursor) => {
-                    let prepared = prepare(batch?, sender.clone()).await;
-                    let send = sender_tx.send(prepared);
-                    tokio::pin!(send);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            changed = ack_rx.changed() => {
-                                if changed.is_err() {
-                                    return Ok(());
-                                }
-                                apply_ack(&mut cursor, &ack_rx, &delivered, &metrics, &name)?;
-                            }
-                            sent = &mut send => {
-                                if sent.is_err() {
-                                    return Ok(());
-                                }
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-
-    let sending = {
-        let sender = sender.clone();
-        let mut shutdown = shutdown.clone();
-        async move {
-            let mut rx = rx;
-            let mut in_flight = FuturesOrdered::new();
-            let mut open = true;
-            let concurrency = sender.cfg.concurrency;
-            loop {
-                tokio::select! {
-                    next = rx.recv(), if open && in_flight.len() < concurrency => match next {
-                        Some(p) => in_flight.push_back(sender.clone().deliver(p)),
-                        None => open = false,
-                    },
-                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
-                        Outcome::Done { last_seq } => {
-                            let _ = ack_tx.send(last_seq);
-                        }
-                        // Nothing after an undelivered batch may be acknowledged.
-                        Outcome::Aborted => return,
-                    },
-                    _ = shutdown.changed(), if open => {
-                        if *shutdown.borrow() {
-                            open = false;
-                        }
-                    }
-                    else => return,
-                }
-                if !open && in_flight.is_empty() {
-                    return;
-                }
-            }
-        }
-    };
-    let sending = async {
-        let mut sd = shutdown.clone();
-        tokio::select! {
-            () = sending => {}
-            () = async {
-                while !*sd.borrow_and_update() {
-                    if sd.changed().await.is_err() { break; }
-                }
-                tokio::time::sleep(shutdown_timeout).await;
-            } => {
-                tracing::warn!(sink = %name, "shutdown timeout: requests still in flight are left in the WAL");
-            }
-        }
-    };
-    let (read_result, ()) = tokio::join!(reader, sending);
-    read_result
-}
-
-fn apply_ack(
-    cursor: &mut gapless_wal::Cursor,
-    ack_rx: &watch::Receiver<u64>,
-    delivered: &watch::Sender<u64>,
-    metrics: &Metrics,
-    name: &str,
-) -> Result<()> {
-    let seq = *ack_rx.borrow();
-    if seq >= cursor.acked_next() {
-        cursor.ack(seq)?;
-        metrics.sink_state(name, |s| {
-            s.delivered_seq = Some(seq);
-            s.last_progress = Some(std::time::Instant::now());
-        });
-        let _ = delivered.send(seq);
-    }
-    Ok(())
-}
-
-async fn prepare(batch: Batch, how: Arc<Sender>) -> Prepared {
-    tokio::task::spawn_blocking(move || {
-        let raw = encode(
-            &batch.records,
-            how.cfg.encoding,
-            &how.host,
-            how.seq_field.as_deref(),
-        );
-        let compress = how.cfg.gzip;
-        let body = if compress { gzip(&raw) } else { raw };
-        Prepared {
-            first_seq: batch.first_seq,
-            last_seq: batch.last_seq,
-            events: batch.records.len(),
-            gap_reasons: batch
-                .records
-                .iter()
-                .filter_map(|r| r.gap())
-                .map(|g| g.reason.as_str())
-                .collect(),
-            body: Bytes::from(body),
-            key_suffix: "",
-        }
-    })
-    .await
-    .unwrap_or_else(|e| {
-        // encode/gzip do not panic; if they did, fail loudly rather than send garbage.
-        panic!("encoding a batch panicked: {e}")
-    })
+pub(super) struct Sender {
+    pub(super) name: String,
+    pub(super) cfg: HttpSinkConfig,
+    pub(super) client: reqwest::Client,
+    pub(super) headers: HeaderMap,
+    pub(super) host: String,
+    pub(super) agent_id: String,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) dead_letter_dir: std::path::PathBuf,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) wal: Arc<gapless_wal::Wal>,
+    pub(super) inputs: std::collections::HashSet<String>,
+    pub(super) seq_field: Option<String>,
+    pub(super) alert_after: Duration,
 }
 
 /// How a request ended, once it is not retried.
@@ -360,7 +55,7 @@ enum Attempt {
 impl Sender {
     /// Delivers one prepared batch, retrying forever; splits on 413; dead-letters a
     /// permanent rejection.
-    async fn deliver(self: Arc<Self>, first: Prepared) -> Outcome {
+    pub(super) async fn deliver(self: Arc<Self>, first: Prepared) -> Outcome {
         let last_seq = first.last_seq;
         let mut parts: VecDeque<Prepared> = VecDeque::from([first]);
         while let Some(part) = parts.pop_front() {
@@ -720,31 +415,5 @@ impl Sender {
                 _ = shutdown.changed() => return None,
             }
         }
-    }
-}
-
-/// The error and its causes, without URLs that might carry credentials.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = e.without_url_ref().to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(url) = self.url() {
-            s = s.replace(url.as_str(), "<uri>");
-        }
-        s
     }
 }
