@@ -43,28 +43,47 @@ systemd-analyze security --offline=true "$unit" | tail -n 1 || true
 echo "== validate the installed config as the gapless user"
 runuser -u gapless -- /usr/bin/gapless validate --config /etc/gapless/gapless.toml
 
-echo "== run the installed binary against a local receiver"
+run_agent() { # endpoint port; runs the installed binary as the gapless user in the background
+    # setpriv execs the agent itself (no session wrapper), so $! is its pid and SIGTERM is its own.
+    GAPLESS_ENDPOINT="http://127.0.0.1:$1/ingest" GAPLESS_TOKEN=t \
+        setpriv --reuid=gapless --regid=gapless --init-groups \
+        /usr/bin/gapless run --config /etc/gapless/gapless.toml &
+    agent=$!
+}
+stop_agent() {
+    kill -TERM $agent
+    wait $agent || { echo "the agent did not exit 0 on SIGTERM" >&2; exit 1; }
+}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+echo "== run the installed binary while the platform is down: a backlog builds in the WAL"
+run_agent "$port"
+for _ in $(seq 1 50); do
+    ls /var/lib/gapless/wal/*.seg >/dev/null 2>&1 && break
+    sleep 0.1
+done
+sleep 1
+stop_agent
+[ "$(stat -c '%a' "$(ls /var/lib/gapless/wal/*.seg | head -n 1)")" = 600 ]
+
+echo "== upgrade (install again): the WAL is kept"
+dpkg -i "$deb"
+ls /var/lib/gapless/wal/*.cursor
+
+echo "== run against a local receiver: the backlog from before the upgrade arrives"
 "$target/release/examples/count_receiver" "127.0.0.1:$port" &
 recv=$!
 trap 'kill $recv 2>/dev/null || true' EXIT
-# setpriv execs the agent itself (no session wrapper), so $! is its pid and SIGTERM is its own.
-GAPLESS_ENDPOINT="http://127.0.0.1:$port/ingest" GAPLESS_TOKEN=t \
-    setpriv --reuid=gapless --regid=gapless --init-groups \
-    /usr/bin/gapless run --config /etc/gapless/gapless.toml &
-agent=$!
+run_agent "$port"
 delivered=0
 for _ in $(seq 1 100); do
     delivered=$(curl -s "127.0.0.1:$port/count" | cut -d' ' -f1 || echo 0)
-    [ "${delivered:-0}" -ge 1 ] && break
+    [ "${delivered:-0}" -ge 2 ] && break
     sleep 0.1
 done
-kill -TERM $agent
-wait $agent || { echo "the agent did not exit 0 on SIGTERM" >&2; exit 1; }
-[ "${delivered:-0}" -ge 1 ] || { echo "nothing delivered" >&2; exit 1; }
-echo "delivered $delivered events (heartbeats)"
-ls -l /var/lib/gapless/wal/ | head
-[ "$(stat -c '%a' "$(ls /var/lib/gapless/wal/*.seg | head -n 1)")" = 600 ]
+stop_agent
+[ "${delivered:-0}" -ge 2 ] || { echo "the backlog was not delivered ($delivered events)" >&2; exit 1; }
+echo "delivered $delivered events (heartbeats from before and after the upgrade)"
 
 echo "== remove keeps the WAL, purge deletes it"
 dpkg -r gapless
