@@ -81,6 +81,20 @@ pub struct SourceState {
     pub events: u64,
     /// Bytes of events appended since start.
     pub bytes: u64,
+    /// For a file source: the files it follows, with how far they are durable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileState>,
+}
+
+/// A file a file source follows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileState {
+    /// Where it is now.
+    pub path: String,
+    /// Every byte before this is durable in the WAL.
+    pub offset: u64,
+    /// Its size when last polled.
+    pub size: u64,
 }
 
 /// All metrics of one agent.
@@ -280,6 +294,12 @@ impl Metrics {
         let s = sources.entry(l.source).or_default();
         s.events += events;
         s.bytes += bytes;
+    }
+
+    /// Replaces the list of files a file source follows.
+    pub fn source_files(&self, source: &str, files: Vec<FileState>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.entry(source.to_string()).or_default().files = files;
     }
 
     /// Updates a sink's `/status` state.

@@ -149,6 +149,15 @@ pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> 
                 s["events"],
                 bytes(s["bytes"].as_u64().unwrap_or(0))
             );
+            for f in s["files"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "    {}: durable to offset {} of {}",
+                    f["path"].as_str().unwrap_or("?"),
+                    f["offset"],
+                    f["size"]
+                );
+            }
         }
     }
     Ok(healthy)

@@ -290,6 +290,18 @@ impl Source {
             .map(Tailed::entry)
             .chain(self.restored.values().cloned())
             .collect();
+        self.metrics.source_files(
+            &self.name,
+            self.files
+                .values()
+                .map(Tailed::entry)
+                .map(|e| crate::metrics::FileState {
+                    path: e.path,
+                    offset: e.offset,
+                    size: e.size,
+                })
+                .collect(),
+        );
         match self.checkpoints.store(&entries, sync) {
             Ok(()) => {
                 self.dirty = false;
