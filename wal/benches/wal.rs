@@ -42,6 +42,22 @@ fn bench_dir() -> PathBuf {
     target.join("wal-bench")
 }
 
+/// A new log in a temp dir under `target/` (kept alive by the returned guard).
+fn fresh_wal(durability: Durability) -> (tempfile::TempDir, Wal) {
+    std::fs::create_dir_all(bench_dir()).unwrap();
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let wal = Wal::open(dir.path(), options(durability)).unwrap();
+    (dir, wal)
+}
+
+/// The agent's shape: async producers on two worker threads.
+fn two_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
 /// Runs `per_producer` appends of `records`-record batches from each of `producers`
 /// threads against a fresh log, and returns the wall time.
 fn run_appends(
@@ -50,9 +66,7 @@ fn run_appends(
     per_producer: usize,
     records: usize,
 ) -> Duration {
-    std::fs::create_dir_all(bench_dir()).unwrap();
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
-    let wal = Wal::open(dir.path(), options(durability)).unwrap();
+    let (_dir, wal) = fresh_wal(durability);
     let start = Arc::new(Barrier::new(producers + 1));
     let threads: Vec<_> = (0..producers)
         .map(|_| {
@@ -88,13 +102,8 @@ fn modes() -> [(Durability, &'static str); 3] {
 /// One producer keeping two batches in flight, as the file source does: it reads and
 /// encodes the next batch while the previous one is being synced.
 fn run_pipelined_appends(durability: Durability, batches: usize) -> Duration {
-    std::fs::create_dir_all(bench_dir()).unwrap();
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
-    let wal = Wal::open(dir.path(), options(durability)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let (_dir, wal) = fresh_wal(durability);
+    let rt = two_thread_runtime();
     let appender = wal.appender();
     let took = rt.block_on(async move {
         let template = batch(1000);
@@ -151,13 +160,8 @@ fn batched_appends(c: &mut Criterion) {
 /// one event would: async tasks on a two-thread runtime, as in the agent. Group commit is
 /// what makes 64 producers fast.
 fn run_single_appends(durability: Durability, producers: usize, per_producer: usize) -> Duration {
-    std::fs::create_dir_all(bench_dir()).unwrap();
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
-    let wal = Wal::open(dir.path(), options(durability)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let (_dir, wal) = fresh_wal(durability);
+    let rt = two_thread_runtime();
     let took = rt.block_on(async {
         let t0 = Instant::now();
         let tasks: Vec<_> = (0..producers)
@@ -206,9 +210,7 @@ fn single_record_appends(c: &mut Criterion) {
 
 /// Read throughput: a cursor streaming 256 MiB of 256-byte records from the page cache.
 fn reads(c: &mut Criterion) {
-    std::fs::create_dir_all(bench_dir()).unwrap();
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
-    let wal = Wal::open(dir.path(), options(Durability::Never)).unwrap();
+    let (_dir, wal) = fresh_wal(Durability::Never);
     let appender = wal.appender();
     let total_records = (256 << 20) / RECORD;
     for _ in 0..total_records / 1000 {
