@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use gapless_wal::SeqRange;
 
 use super::chunk::{read_chunk, Chunk, ChunkRequest};
+use super::fingerprint::Fingerprint;
 use super::{Source, MAX_IN_FLIGHT};
 use crate::sources::SourceContext;
 
@@ -28,6 +29,8 @@ pub(super) struct InFlight {
     generation: u64,
     start: u64,
     end: u64,
+    /// The fingerprint of the bytes just before `end`.
+    anchor: Fingerprint,
     /// The file's `continuing` and `after_partial` before this batch, to restore on
     /// failure.
     continuing: bool,
@@ -55,6 +58,7 @@ impl Source {
             start: f.read,
             continuing: f.continuing,
             after_partial: f.after_partial,
+            anchor: f.read_anchor,
             flush_partial: f.partial_due(now, self.config.partial_line_timeout),
             limits: self.limits,
             encoder: self.encoder.clone(),
@@ -93,6 +97,8 @@ impl Source {
             continuing: continuing_after,
             after_partial,
             largest,
+            anchor,
+            moved,
         } = chunk;
         let Some(f) = self.files.get_mut(&key) else {
             return Ok(true);
@@ -100,7 +106,25 @@ impl Source {
         if f.generation != generation || f.read != start {
             return Ok(true);
         }
+        if moved {
+            tracing::warn!(
+                source = %self.name,
+                path = %f.path.display(),
+                offset = start,
+                "the bytes before the read offset changed (rewritten in place?); reading the file again from its start",
+            );
+            let mut head = std::mem::take(&mut self.head);
+            if super::fingerprint::read_head(&f.file, &mut head).is_ok() {
+                f.restart(&head);
+            } else {
+                f.restart(&[]);
+            }
+            self.head = head;
+            self.dirty = true;
+            return Ok(true);
+        }
         f.read = end;
+        f.read_anchor = anchor;
         f.seen = seen;
         f.continuing = continuing_after;
         f.more = !at_eof;
@@ -111,7 +135,7 @@ impl Source {
         f.after_partial = after_partial;
         if batch.is_empty() {
             if end > start {
-                self.advance_without_events(key, generation, start, end);
+                self.advance_without_events(key, generation, start, end, anchor);
             }
             return Ok(true);
         }
@@ -153,6 +177,7 @@ impl Source {
             generation,
             start,
             end,
+            anchor,
             continuing,
             after_partial: after_partial_before,
             events,
@@ -166,19 +191,30 @@ impl Source {
     /// Bytes that made no event (the late line end of an emitted partial line) are
     /// durable once everything before them is: they ride along with the file's last
     /// in-flight append, or count at once if there is none.
-    fn advance_without_events(&mut self, key: u64, generation: u64, start: u64, end: u64) {
+    fn advance_without_events(
+        &mut self,
+        key: u64,
+        generation: u64,
+        start: u64,
+        end: u64,
+        anchor: Fingerprint,
+    ) {
         let last = self
             .in_flight
             .iter_mut()
             .rev()
             .find(|a| a.key == key && a.generation == generation);
         match last {
-            Some(a) if a.end == start => a.end = end,
+            Some(a) if a.end == start => {
+                a.end = end;
+                a.anchor = anchor;
+            }
             Some(_) => {}
             None => {
                 if let Some(f) = self.files.get_mut(&key) {
                     if f.durable == start {
                         f.durable = end;
+                        f.durable_anchor = anchor;
                         self.dirty = true;
                     }
                 }
@@ -217,6 +253,7 @@ impl Source {
                 // for them: move on as the operator asked.
                 Ok(_) | Err(gapless_wal::Error::DroppedNewest { .. }) if current => {
                     f.durable = done.end;
+                    f.durable_anchor = done.anchor;
                     self.dirty = true;
                 }
                 Err(gapless_wal::Error::Closed) => {}

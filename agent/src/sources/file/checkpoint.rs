@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! {"version":1,"files":[{"dev":2049,"ino":1311,"created":1700000000123456789,
-//!   "fp_len":1024,"fp_hash":1234567890,"path":"/var/log/app/app.log","offset":52817,"size":60000}]}
+//!   "fp_len":1024,"fp_hash":1234567890,"path":"/var/log/app/app.log","offset":52817,
+//!   "before_len":1024,"before_hash":987654321,"size":60000}]}
 //! ```
 //!
 //! | field      | meaning |
@@ -17,6 +18,7 @@
 //! | `fp_hash`  | FNV-1a 64 of those bytes |
 //! | `path`     | where the file was last seen (for logs, and to look for it after a rename) |
 //! | `offset`   | every byte before it is durable in the WAL; reading resumes here |
+//! | `before_len`,`before_hash` | the anchor: FNV-1a 64 of the `before_len` (= min(offset, 1024)) bytes just before `offset`; reading resumes at `offset` only if they are unchanged (absent in older files: the file is read again from its start unless the first-bytes fingerprint covers `offset`) |
 //! | `size`     | the file's size when last seen; if the file is gone at the next start, `size - offset` bytes were lost and a `source_overflow` gap record says so (absent in older files: 0) |
 //!
 //! `kill -9` needs only the rename. Against power loss the temporary file and the
@@ -57,6 +59,12 @@ pub struct Entry {
     pub path: String,
     /// First byte not yet durable in the WAL.
     pub offset: u64,
+    /// Bytes the anchor covers (those just before `offset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_len: Option<u32>,
+    /// FNV-1a 64 of those bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_hash: Option<u64>,
     /// The file's size when last seen: if the file is gone at the next start, the bytes
     /// between `offset` and this were lost (reported as a `source_overflow` gap).
     #[serde(default)]
@@ -78,6 +86,14 @@ impl Entry {
             len: self.fp_len,
             hash: self.fp_hash,
         }
+    }
+
+    /// The anchor it recorded (the fingerprint of the bytes just before `offset`), if any.
+    pub fn anchor(&self) -> Option<Fingerprint> {
+        Some(Fingerprint {
+            len: self.before_len?,
+            hash: self.before_hash?,
+        })
     }
 }
 
@@ -233,6 +249,8 @@ mod tests {
             fp_hash: 99,
             path: format!("/logs/{ino}.log"),
             offset,
+            before_len: Some(3),
+            before_hash: Some(42),
             size: offset,
         }
     }
@@ -265,7 +283,7 @@ mod tests {
         let text = fs::read_to_string(cp.path()).unwrap();
         assert_eq!(
             text,
-            r#"{"version":1,"files":[{"dev":1,"ino":5,"created":7,"fp_len":12,"fp_hash":99,"path":"/logs/5.log","offset":52817,"size":52817}]}"#
+            r#"{"version":1,"files":[{"dev":1,"ino":5,"created":7,"fp_len":12,"fp_hash":99,"path":"/logs/5.log","offset":52817,"before_len":3,"before_hash":42,"size":52817}]}"#
         );
     }
 

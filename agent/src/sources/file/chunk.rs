@@ -11,6 +11,11 @@
 //!   If the line end arrives after all, it is skipped rather than read as an empty line.
 //! - A chunk stops early once its batch holds `batch_bytes`, so a small WAL (which refuses
 //!   batches over half its size) can still take it.
+//! - A line emitted by the timeout is flagged `"partial": true`; the first event made of the
+//!   rest of that line, when it arrives, is flagged `"continued": true`.
+//! - Before reading, the bytes just before `start` are checked against the file's anchor
+//!   (`fingerprint.rs`): if they changed, the file was rewritten in place and the chunk
+//!   says so instead of reading on from an offset that no longer means anything.
 
 use std::fs::File;
 use std::io;
@@ -18,7 +23,7 @@ use std::sync::Arc;
 
 use gapless_wal::AppendBatch;
 
-use super::fingerprint::read_full_at;
+use super::fingerprint::{anchor_len, read_full_at, Fingerprint};
 use crate::event::{EventEncoder, Timestamp};
 
 /// Bytes read per chunk, unless a line needs more.
@@ -51,6 +56,8 @@ pub struct ChunkRequest {
     /// The previous chunk ended by emitting a partial last line: a line end right at
     /// `start` belongs to it and is skipped.
     pub after_partial: bool,
+    /// The fingerprint of the bytes just before `start`, as they were read.
+    pub anchor: Fingerprint,
     /// Sizes.
     pub limits: Limits,
     /// The source's encoder.
@@ -77,11 +84,37 @@ pub struct Chunk {
     pub after_partial: bool,
     /// The largest event payload in the batch.
     pub largest: usize,
+    /// The fingerprint of the bytes just before `end`.
+    pub anchor: Fingerprint,
+    /// The bytes before `start` are not the ones read there: the file was rewritten in
+    /// place. Nothing else in the chunk is meaningful.
+    pub moved: bool,
 }
 
 /// Reads and encodes one chunk; `buf` is a reusable read buffer.
 pub fn read_chunk(req: &ChunkRequest, buf: &mut Vec<u8>) -> io::Result<Chunk> {
     let limits = req.limits;
+    let alen = req.anchor.len as usize;
+    let mut before = [0u8; super::fingerprint::ANCHOR_BYTES];
+    let before = &mut before[..alen.min(super::fingerprint::ANCHOR_BYTES)];
+    let n = if alen as u64 <= req.start {
+        read_full_at(&req.file, before, req.start - alen as u64)?
+    } else {
+        0
+    };
+    if n != alen || Fingerprint::of(before) != req.anchor {
+        return Ok(Chunk {
+            batch: AppendBatch::new(),
+            end: req.start,
+            seen: req.start,
+            at_eof: false,
+            continuing: req.continuing,
+            after_partial: req.after_partial,
+            largest: 0,
+            anchor: req.anchor,
+            moved: true,
+        });
+    }
     let mut filled = 0;
     let mut target = limits.read_bytes;
     let mut newline = false;
@@ -112,6 +145,7 @@ pub fn read_chunk(req: &ChunkRequest, buf: &mut Vec<u8>) -> io::Result<Chunk> {
         batch: AppendBatch::with_capacity(filled / 128 + 16, filled + filled / 2 + 1024),
         timestamp: Timestamp::now(),
         largest: 0,
+        continued: false,
     };
     let mut pos = 0;
     if req.after_partial {
@@ -125,6 +159,8 @@ pub fn read_chunk(req: &ChunkRequest, buf: &mut Vec<u8>) -> io::Result<Chunk> {
     let mut full = false;
     // Until the line end arrives, the skip stays pending.
     let mut after_partial = req.after_partial && (filled == 0 || data == b"\r");
+    // The rest of a line emitted as partial: its first event says so.
+    out.continued = req.after_partial && pos == 0 && !after_partial;
     let skip = pos;
     for nl in memchr::memchr_iter(b'\n', &data[skip..]).map(|i| i + skip) {
         let line = &data[pos..nl];
@@ -146,14 +182,23 @@ pub fn read_chunk(req: &ChunkRequest, buf: &mut Vec<u8>) -> io::Result<Chunk> {
             rest = &rest[cut..];
         }
         if at_eof && req.flush_partial && !rest.is_empty() {
-            out.line(rest, continuing);
+            out.partial(rest, continuing);
             continuing = false;
             after_partial = true;
             pos = filled;
         }
     }
     let end = req.start + pos as u64;
+    let need = anchor_len(end);
+    let from_data = need.min(pos);
+    let from_before = need - from_data;
+    let anchor = Fingerprint::of_parts(&[
+        &before[before.len() - from_before.min(before.len())..],
+        &data[pos - from_data..pos],
+    ]);
     Ok(Chunk {
+        anchor,
+        moved: false,
         end,
         seen: if full { end } else { req.start + filled as u64 },
         at_eof: at_eof && !full,
@@ -169,21 +214,35 @@ struct Encoder<'a> {
     batch: AppendBatch,
     timestamp: Timestamp,
     largest: usize,
+    /// The next event is the rest of a line emitted as partial.
+    continued: bool,
 }
 
 impl Encoder<'_> {
     /// A whole line (or the rest of an over-long one, when `continuing`).
-    fn line(&mut self, mut line: &[u8], continuing: bool) {
+    fn line(&mut self, line: &[u8], continuing: bool) {
+        self.split(line, continuing, false);
+    }
+
+    /// A last line without its line end, emitted because the file stopped growing.
+    fn partial(&mut self, line: &[u8], continuing: bool) {
+        self.split(line, continuing, true);
+    }
+
+    /// Emits `line`, in pieces of at most `line_bytes` flagged `truncated` if it is longer
+    /// (or is the rest of a longer one); the last piece of a `partial` line is flagged so.
+    fn split(&mut self, mut line: &[u8], continuing: bool, partial: bool) {
         let max = self.req.limits.line_bytes;
         if line.len() <= max && !continuing {
-            self.push(line, &[]);
+            self.push(line, false, partial);
             return;
         }
         loop {
             let cut = utf8_cut(line, max);
-            self.piece(&line[..cut]);
+            let last = cut == line.len();
+            self.push(&line[..cut], true, partial && last);
             line = &line[cut..];
-            if line.is_empty() {
+            if last {
                 return;
             }
         }
@@ -191,17 +250,29 @@ impl Encoder<'_> {
 
     /// A piece of an over-long line.
     fn piece(&mut self, piece: &[u8]) {
-        self.push(piece, &["truncated"]);
+        self.push(piece, true, false);
     }
 
-    fn push(&mut self, message: &[u8], flags: &[&str]) {
+    fn push(&mut self, message: &[u8], truncated: bool, partial: bool) {
+        let mut flags = ["", "", ""];
+        let mut n = 0;
+        for (on, name) in [
+            (truncated, "truncated"),
+            (partial, "partial"),
+            (std::mem::take(&mut self.continued), "continued"),
+        ] {
+            if on {
+                flags[n] = name;
+                n += 1;
+            }
+        }
         let before = self.batch.payload_bytes();
         self.req.encoder.push_line(
             &mut self.batch,
             message,
             &self.timestamp,
             &[("file", &self.req.path)],
-            flags,
+            &flags[..n],
         );
         self.largest = self.largest.max(self.batch.payload_bytes() - before);
     }
@@ -237,12 +308,17 @@ mod tests {
     }
 
     fn request(f: &Fixture, start: u64, limits: Limits) -> ChunkRequest {
+        let file = File::open(&f.path).unwrap();
+        let anchor = super::super::fingerprint::read_anchor(&file, start, &mut Vec::new())
+            .unwrap()
+            .unwrap();
         ChunkRequest {
-            file: Arc::new(File::open(&f.path).unwrap()),
+            file: Arc::new(file),
             start,
             continuing: false,
             flush_partial: false,
             after_partial: false,
+            anchor,
             limits,
             encoder: Arc::new(EventEncoder::new("app", "host")),
             path: "/logs/app.log".into(),
@@ -392,6 +468,91 @@ mod tests {
         assert_eq!(
             all,
             want.iter().map(|l| (l.clone(), false)).collect::<Vec<_>>()
+        );
+    }
+
+    /// The events of a batch as (message, partial, continued).
+    fn flags(batch: AppendBatch) -> Vec<(String, bool, bool)> {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = gapless_wal::Wal::open(dir.path(), gapless_wal::WalOptions::default()).unwrap();
+        let mut cursor = wal.cursor("t").unwrap();
+        wal.appender().append_blocking(batch).unwrap();
+        cursor
+            .try_read(100, 1 << 30)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let (_, json) = split_payload(&r.payload).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+                (
+                    v["message"].as_str().unwrap().to_string(),
+                    v["partial"] == true,
+                    v["continued"] == true,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_line_cut_by_the_timeout_arrives_as_a_partial_piece_and_a_continued_piece() {
+        let f = file_with(br#"{"user":"alice","action":"lo"#);
+        let mut req = request(&f, 0, WIDE);
+        req.flush_partial = true;
+        let c1 = read_chunk(&req, &mut Vec::new()).unwrap();
+        assert!(c1.after_partial);
+        assert_eq!(
+            flags(c1.batch),
+            vec![(r#"{"user":"alice","action":"lo"#.to_string(), true, false)]
+        );
+        std::fs::write(
+            &f.path,
+            b"{\"user\":\"alice\",\"action\":\"login\"}\nnext\n",
+        )
+        .unwrap();
+        let mut req = request(&f, c1.end, WIDE);
+        req.after_partial = true;
+        let c2 = read_chunk(&req, &mut Vec::new()).unwrap();
+        assert!(!c2.after_partial);
+        assert_eq!(
+            flags(c2.batch),
+            vec![
+                (r#"gin"}"#.to_string(), false, true),
+                ("next".to_string(), false, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_rest_of_a_partial_line_cut_again_is_both_continued_and_partial() {
+        let f = file_with(b"abcdef");
+        let mut req = request(&f, 3, WIDE);
+        req.after_partial = true;
+        req.flush_partial = true;
+        let c = read_chunk(&req, &mut Vec::new()).unwrap();
+        assert_eq!(flags(c.batch), vec![("def".to_string(), true, true)]);
+    }
+
+    #[test]
+    fn a_chunk_whose_bytes_before_its_start_changed_reads_nothing_and_says_moved() {
+        let mut old = vec![b'H'; 1100];
+        old.extend_from_slice(b"\nold-1\n");
+        let f = file_with(&old);
+        let req = request(&f, old.len() as u64, WIDE);
+        let mut new = vec![b'H'; 1100];
+        new.extend_from_slice(b"\nnew-1\nnew-2\nnew-3\n");
+        std::fs::write(&f.path, &new).unwrap();
+        let c = read_chunk(&req, &mut Vec::new()).unwrap();
+        assert!(c.moved);
+        assert!(c.batch.is_empty());
+        assert_eq!(c.end, old.len() as u64);
+        // Unchanged bytes: the chunk reads on and its anchor is the one at its end.
+        let f = file_with(&new);
+        let c = read_chunk(&request(&f, 1101, WIDE), &mut Vec::new()).unwrap();
+        assert!(!c.moved);
+        assert_eq!(c.end, new.len() as u64);
+        assert_eq!(
+            c.anchor,
+            super::super::fingerprint::anchor_of(&new, new.len() as u64)
         );
     }
 

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::checkpoint::Entry;
-use super::fingerprint::{self, read_full_at, read_head, FileId};
+use super::fingerprint::{
+    self, anchor_holds, read_anchor, read_full_at, read_head, FileId, Fingerprint,
+};
 use super::tail::{Change, Tailed};
 use super::Source;
 use crate::config::ReadFrom;
@@ -206,23 +208,37 @@ impl Source {
             return None;
         }
         let size = meta.len();
-        let (offset, how) = match self.restored.remove(&id) {
-            Some(entry) => self.resume_at(&entry, path, &meta),
+        let start = match self.restored.remove(&id) {
+            Some(entry) => self.resume_at(&entry, path, &meta, &file),
             None if origin == Origin::Glob
                 && self.first_start
                 && self.config.read_from == ReadFrom::End =>
             {
-                (end_offset(&file, size), "read_from = end at first start")
+                let offset = end_offset(&file, size);
+                let anchor = read_anchor(&file, offset, &mut self.scratch)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                Start::at(offset, anchor, "read_from = end at first start")
             }
-            None => (0, "new file"),
+            None => Start::at(0, Fingerprint::default(), "new file"),
         };
-        let tailed = Tailed::new(path.to_path_buf(), file, offset, &self.head, now)?;
+        let offset = start.offset;
+        let mut tailed = Tailed::new(
+            path.to_path_buf(),
+            file,
+            offset,
+            start.anchor,
+            &self.head,
+            now,
+        )?;
+        tailed.after_partial = start.after_partial;
         tracing::info!(
             source = %self.name,
             path = %path.display(),
             offset,
             size,
-            how,
+            how = start.how,
             "following file",
         );
         let key = self.next_key;
@@ -233,40 +249,79 @@ impl Source {
         Some(key)
     }
 
-    /// Where to resume a checkpointed file: at its offset if it is the same file, else
-    /// at 0. `self.head` holds its first bytes.
-    fn resume_at(&self, entry: &Entry, path: &Path, meta: &fs::Metadata) -> (u64, &'static str) {
+    /// Where to resume a checkpointed file: at its offset if it is the same file with the
+    /// same bytes before the offset (the identity rule in `fingerprint.rs`), else at 0.
+    /// `self.head` holds its first bytes.
+    fn resume_at(&mut self, entry: &Entry, path: &Path, meta: &fs::Metadata, file: &File) -> Start {
         let created = fingerprint::created_nanos(meta);
+        let name = &self.name;
         let warn = |why: &str| {
             tracing::warn!(
-                source = %self.name,
+                source = %name,
                 path = %path.display(),
                 checkpoint_offset = entry.offset,
                 size = meta.len(),
                 why,
-                "checkpoint does not fit the file; reading it from its start",
+                "checkpoint does not fit the file; reading it from its start (lines before the offset may arrive twice, none are lost)",
             );
         };
+        let from_start = |how| Start::at(0, Fingerprint::default(), how);
         if entry.created.is_some() && created.is_some() && entry.created != created {
             warn("another birth time: the inode was reused by a new file");
-            return (0, "inode reused");
+            return from_start("inode reused");
         }
         if !entry.fingerprint().matches(&self.head) {
             warn("its first bytes differ: rewritten, or the inode was reused");
-            return (0, "first bytes differ");
+            return from_start("first bytes differ");
         }
         if entry.offset > meta.len() {
             warn("it is shorter than the checkpoint: truncated while stopped");
-            return (0, "truncated while stopped");
+            return from_start("truncated while stopped");
         }
-        (entry.offset, "resumed at checkpoint")
+        let offset = entry.offset;
+        let (anchor, last_byte) = match entry.anchor() {
+            Some(anchor) => match anchor_holds(file, offset, &anchor, &mut self.scratch) {
+                Ok(true) => (anchor, self.scratch.last().copied()),
+                Ok(false) => {
+                    warn("the bytes before the checkpoint offset changed: rewritten in place");
+                    return from_start("bytes before the offset differ");
+                }
+                Err(e) => {
+                    warn(&format!(
+                        "the bytes before the checkpoint offset cannot be read ({e}), so it cannot be told whether they changed"
+                    ));
+                    return from_start("cannot check the bytes before the offset");
+                }
+            },
+            // An older checkpoint without an anchor: the first-bytes fingerprint vouches
+            // for the offset only when it covers it.
+            None if offset <= u64::from(entry.fp_len) => {
+                let before = &self.head[..offset as usize];
+                (
+                    fingerprint::anchor_of(before, offset),
+                    before.last().copied(),
+                )
+            }
+            None => {
+                warn("the checkpoint records no anchor (written by an older version), so it cannot be told whether the bytes before the offset changed");
+                return from_start("no anchor to check");
+            }
+        };
+        Start {
+            offset,
+            anchor,
+            // The durable bytes end inside a line (emitted as partial, or cut as too long):
+            // its rest is flagged and a lone line end skipped.
+            after_partial: last_byte.is_some_and(|b| b != b'\n'),
+            how: "resumed at checkpoint",
+        }
     }
 
     /// Polls every open file; closes those that are done.
     pub(super) fn poll_files(&mut self, now: Instant) {
         let mut release = Vec::new();
         for (&key, f) in &mut self.files {
-            match f.poll(now, &mut self.head) {
+            match f.poll(now, &mut self.head, &mut self.scratch) {
                 Change::None => {}
                 Change::Truncated { was_at } => {
                     tracing::warn!(
@@ -283,7 +338,7 @@ impl Source {
                         source = %self.name,
                         path = %f.path.display(),
                         offset = was_at,
-                        "file's first bytes changed (rewritten in place?); reading it again from its start",
+                        "file's first bytes or the bytes before the read offset changed (rewritten in place?); reading it again from its start",
                     );
                     self.dirty = true;
                 }
@@ -312,6 +367,27 @@ impl Source {
                 );
                 self.dirty = true;
             }
+        }
+    }
+}
+
+/// Where reading a newly opened file starts, and why.
+struct Start {
+    offset: u64,
+    /// The fingerprint of the bytes just before `offset`.
+    anchor: Fingerprint,
+    /// The bytes before `offset` end inside a line.
+    after_partial: bool,
+    how: &'static str,
+}
+
+impl Start {
+    fn at(offset: u64, anchor: Fingerprint, how: &'static str) -> Self {
+        Start {
+            offset,
+            anchor,
+            after_partial: false,
+            how,
         }
     }
 }

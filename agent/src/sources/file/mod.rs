@@ -114,6 +114,8 @@ struct Source {
     buf: Vec<u8>,
     /// Scratch for first bytes.
     head: Vec<u8>,
+    /// Scratch for the bytes before an offset.
+    scratch: Vec<u8>,
     scans: u64,
     next_poll: Instant,
     paused_until: Option<Instant>,
@@ -160,6 +162,7 @@ impl Source {
             metrics: ctx.metrics.clone(),
             buf: Vec::new(),
             head: Vec::new(),
+            scratch: Vec::new(),
             scans: 0,
             next_poll: Instant::now(),
             paused_until: None,

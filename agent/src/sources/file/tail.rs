@@ -9,6 +9,12 @@
 //! - `seen`: bytes before it were looked at; there is nothing new until the file grows
 //!   past it.
 //!
+//! `read_anchor` and `durable_anchor` are the fingerprints of the bytes just before `read`
+//! and `durable` (`fingerprint.rs`): a poll and every chunk check the first, the
+//! checkpoint keeps the second, so bytes before an offset that change (a rewrite in place
+//! that kept the first bytes and grew past the offset) start the file over instead of
+//! skipping its new lines.
+//!
 //! The `generation` changes whenever the file's content starts over (copytruncate, a
 //! rewrite) or one of its appends failed: completions of appends from an older generation
 //! then no longer move `durable`, so it only ever advances over a contiguous prefix.
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Entry;
-use super::fingerprint::{read_head, FileId, Fingerprint};
+use super::fingerprint::{anchor_holds, read_head, FileId, Fingerprint};
 
 /// A file being followed.
 #[derive(Debug)]
@@ -45,6 +51,10 @@ pub struct Tailed {
     pub read: u64,
     /// See the module doc.
     pub seen: u64,
+    /// See the module doc.
+    pub read_anchor: Fingerprint,
+    /// See the module doc.
+    pub durable_anchor: Fingerprint,
     /// Its size at the last look.
     pub size: u64,
     /// Size and mtime at the last poll: a poll that finds them unchanged does nothing.
@@ -87,8 +97,16 @@ pub enum Change {
 }
 
 impl Tailed {
-    /// A file just opened, to be read from `offset`; `head` holds its first bytes.
-    pub fn new(path: PathBuf, file: File, offset: u64, head: &[u8], now: Instant) -> Option<Self> {
+    /// A file just opened, to be read from `offset`; `head` holds its first bytes and
+    /// `anchor` is the fingerprint of the bytes just before `offset`.
+    pub fn new(
+        path: PathBuf,
+        file: File,
+        offset: u64,
+        anchor: Fingerprint,
+        head: &[u8],
+        now: Instant,
+    ) -> Option<Self> {
         let meta = file.metadata().ok()?;
         let size = meta.len();
         Some(Tailed {
@@ -102,6 +120,8 @@ impl Tailed {
             durable: offset,
             read: offset,
             seen: offset,
+            read_anchor: anchor,
+            durable_anchor: anchor,
             size,
             stamp: (size, meta.mtime(), meta.mtime_nsec()),
             more: size > offset,
@@ -121,9 +141,10 @@ impl Tailed {
         self.path = path;
     }
 
-    /// Looks at the open descriptor: growth, truncation, a changed start, deletion. On a
-    /// truncation or rewrite, reading starts over at 0. `head` is a scratch buffer.
-    pub fn poll(&mut self, now: Instant, head: &mut Vec<u8>) -> Change {
+    /// Looks at the open descriptor: growth, truncation, a changed start or changed bytes
+    /// before the read offset, deletion. On a truncation or rewrite, reading starts over at
+    /// 0. `head` and `scratch` are scratch buffers.
+    pub fn poll(&mut self, now: Instant, head: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Change {
         let Ok(meta) = self.file.metadata() else {
             return Change::None;
         };
@@ -154,6 +175,11 @@ impl Tailed {
             self.restart(head);
             return Change::Rewritten { was_at };
         }
+        // An error here is no information: the next chunk checks the anchor again.
+        if let Ok(false) = anchor_holds(&self.file, self.read, &self.read_anchor, scratch) {
+            self.restart(head);
+            return Change::Rewritten { was_at };
+        }
         if head.len() > self.fp.len as usize {
             self.fp = Fingerprint::of(head);
         }
@@ -166,11 +192,13 @@ impl Tailed {
     }
 
     /// The content started over: read from 0 and let older appends no longer count.
-    fn restart(&mut self, head: &[u8]) {
+    pub fn restart(&mut self, head: &[u8]) {
         self.generation += 1;
         self.durable = 0;
         self.read = 0;
         self.seen = 0;
+        self.read_anchor = Fingerprint::default();
+        self.durable_anchor = Fingerprint::default();
         self.continuing = false;
         self.after_partial = false;
         self.more = true;
@@ -183,6 +211,7 @@ impl Tailed {
         self.generation += 1;
         self.read = self.durable;
         self.seen = self.durable;
+        self.read_anchor = self.durable_anchor;
         self.continuing = continuing;
         self.after_partial = after_partial;
         self.more = true;
@@ -220,6 +249,8 @@ impl Tailed {
             fp_hash: self.fp.hash,
             path: self.path_str.to_string(),
             offset: self.durable,
+            before_len: Some(self.durable_anchor.len),
+            before_hash: Some(self.durable_anchor.hash),
             size: self.size,
         }
     }

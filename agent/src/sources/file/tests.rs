@@ -25,6 +25,8 @@ struct Event {
     message: String,
     file: String,
     truncated: bool,
+    partial: bool,
+    continued: bool,
 }
 
 struct Harness {
@@ -115,6 +117,8 @@ impl Harness {
                     message: v["message"].as_str().unwrap().to_string(),
                     file: v["file"].as_str().unwrap().to_string(),
                     truncated: v["truncated"] == true,
+                    partial: v["partial"] == true,
+                    continued: v["continued"] == true,
                 });
             }
             self.cursor.ack(last).unwrap();
@@ -328,6 +332,8 @@ async fn a_checkpoint_of_a_reused_inode_is_not_applied_to_the_new_file() {
         fp_hash: fp.hash,
         path: app.to_string_lossy().into(),
         offset: meta.len(),
+        before_len: Some(fp.len),
+        before_hash: Some(fp.hash),
         size: meta.len(),
     };
     checkpoint::CheckpointFile::new(&h.state())
@@ -483,7 +489,153 @@ async fn a_file_truncated_and_refilled_past_its_offset_is_detected_by_its_first_
     h.stop().await;
 }
 
+/// A 1,100-byte header line: longer than the first-bytes fingerprint.
+fn long_header() -> String {
+    format!("{}\n", "H".repeat(1100))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_while_stopped_with_the_same_long_head_loses_no_new_line() {
+    // The issue's example: truncated and rewritten in place (same inode, same birth
+    // time), starting with the same 1,100 bytes, already past the old offset at start.
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    append(&app, &format!("{}old-1\n", long_header()));
+    h.start(h.config());
+    h.wait_for(2).await;
+    h.stop().await;
+    let ino = fs::metadata(&app).unwrap().ino();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, &format!("{}new-1\nnew-2\nnew-3\n", long_header()));
+    assert_eq!(fs::metadata(&app).unwrap().ino(), ino);
+    assert_eq!(fs::metadata(&app).unwrap().len(), 1119);
+    h.start(h.config());
+    let got = h.wait_for(6).await;
+    assert_eq!(got[2..], [&"H".repeat(1100), "new-1", "new-2", "new-3"]);
+    h.assert_quiet(6).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_between_two_polls_with_the_same_long_head_loses_no_new_line() {
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    append(&app, &format!("{}old-1\n", long_header()));
+    let mut config = h.config();
+    config.poll_interval = Duration::from_millis(400);
+    h.start(config);
+    h.wait_for(2).await;
+    // One write: truncate and refill past the old offset before the next poll looks.
+    fs::write(&app, format!("{}new-1\nnew-2\nnew-3\n", long_header())).unwrap();
+    let got = h.wait_for(6).await;
+    assert_eq!(got[2..], [&"H".repeat(1100), "new-1", "new-2", "new-3"]);
+    h.assert_quiet(6).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_past_a_full_anchor_are_read_on_without_starting_over() {
+    // The anchor check must not mistake plain growth for a rewrite.
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    let body = lines("line", 0..400);
+    append(&app, &body);
+    h.start(h.config());
+    h.wait_for(400).await;
+    append(&app, &lines("more", 0..5));
+    let got = h.wait_for(405).await;
+    assert_eq!(got[400..], names("more", 0..5)[..]);
+    h.assert_quiet(405).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_checkpoint_without_an_anchor_past_the_fingerprint_reads_the_file_again() {
+    // A checkpoint of an older version: no anchor, and an offset the first-bytes
+    // fingerprint does not cover. It cannot be told whether the bytes before the offset
+    // changed: duplicates rather than a possible gap.
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    append(&app, &format!("{}old-1\n", long_header()));
+    let meta = fs::metadata(&app).unwrap();
+    let head = fs::read(&app).unwrap();
+    let fp = fingerprint::Fingerprint::of(&head[..1024]);
+    let entry = checkpoint::Entry {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        created: fingerprint::created_nanos(&meta),
+        fp_len: fp.len,
+        fp_hash: fp.hash,
+        path: app.to_string_lossy().into(),
+        offset: meta.len(),
+        before_len: None,
+        before_hash: None,
+        size: meta.len(),
+    };
+    checkpoint::CheckpointFile::new(&h.state())
+        .store(&[entry], true)
+        .unwrap();
+    h.start(h.config());
+    assert_eq!(h.wait_for(2).await, [&"H".repeat(1100), "old-1"]);
+    h.assert_quiet(2).await;
+    h.stop().await;
+}
+
 // --- line shapes -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_cut_by_the_partial_line_timeout_arrives_as_two_flagged_pieces() {
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    h.start(h.config());
+    append(&app, r#"{"user":"alice","action":"lo"#);
+    h.wait_for(1).await;
+    append(&app, "gin\"}\nnext\n");
+    h.wait_for(3).await;
+    let got: Vec<(&str, bool, bool)> = h
+        .got
+        .iter()
+        .map(|e| (e.message.as_str(), e.partial, e.continued))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (r#"{"user":"alice","action":"lo"#, true, false),
+            (r#"gin"}"#, false, true),
+            ("next", false, false)
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_a_partial_line_is_flagged_continued_after_a_restart_too() {
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    h.start(h.config());
+    append(&app, "first half");
+    h.wait_for(1).await;
+    h.stop().await;
+    append(&app, " second half\n");
+    h.start(h.config());
+    h.wait_for(2).await;
+    h.assert_quiet(2).await;
+    let got: Vec<(&str, bool, bool)> = h
+        .got
+        .iter()
+        .map(|e| (e.message.as_str(), e.partial, e.continued))
+        .collect();
+    assert_eq!(
+        got,
+        [("first half", true, false), (" second half", false, true)]
+    );
+    h.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_line_without_newline_is_emitted_after_the_timeout() {
@@ -604,6 +756,8 @@ async fn a_file_deleted_before_it_was_read_to_its_end_becomes_a_source_overflow_
         fp_hash: 42,
         path: h.log("app.log.1").to_string_lossy().into(),
         offset: 100,
+        before_len: None,
+        before_hash: None,
         size: 300,
     };
     checkpoint::CheckpointFile::new(&h.state())
