@@ -25,6 +25,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod continuity;
+pub mod descriptors;
 pub mod error;
 pub mod event;
 pub mod metrics;

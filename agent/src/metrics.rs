@@ -84,6 +84,12 @@ pub struct SourceState {
     /// For a file source: the files it follows, with how far they are durable.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileState>,
+    /// For a file source: followed files holding a descriptor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// For a file source: files waiting for a descriptor (`max_open_files`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_files: Option<u64>,
 }
 
 /// A file a file source follows.
@@ -107,6 +113,10 @@ pub struct Metrics {
     pub source_bytes: Family<SourceLabel, Counter>,
     /// `gapless_source_rejected_requests_total` (http source 4xx/5xx answers).
     pub source_rejected: Family<SourceLabel, Counter>,
+    /// `gapless_source_open_files` (file sources: followed files holding a descriptor).
+    pub source_open_files: Family<SourceLabel, Gauge>,
+    /// `gapless_source_waiting_files` (file sources: files waiting for a descriptor).
+    pub source_waiting_files: Family<SourceLabel, Gauge>,
     /// `gapless_sink_events_sent_total`.
     pub sink_events_sent: Family<SinkLabel, Counter>,
     /// `gapless_sink_bytes_sent_total` (request bodies as sent).
@@ -186,6 +196,16 @@ impl Metrics {
             source_rejected: reg!(
                 "source_rejected_requests",
                 "Requests a source refused (4xx/5xx)",
+                Family::default()
+            ),
+            source_open_files: reg!(
+                "source_open_files",
+                "Followed files holding a descriptor, per file source",
+                Family::default()
+            ),
+            source_waiting_files: reg!(
+                "source_waiting_files",
+                "Files waiting for a descriptor (max_open_files), per file source",
                 Family::default()
             ),
             sink_events_sent: reg!(
@@ -300,6 +320,21 @@ impl Metrics {
     pub fn source_files(&self, source: &str, files: Vec<FileState>) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         sources.entry(source.to_string()).or_default().files = files;
+    }
+
+    /// Sets a file source's open and waiting file counts.
+    pub fn source_descriptors(&self, source: &str, open: u64, waiting: u64) {
+        let l = SourceLabel {
+            source: source.to_string(),
+        };
+        self.source_open_files.get_or_create(&l).set(open as i64);
+        self.source_waiting_files
+            .get_or_create(&l)
+            .set(waiting as i64);
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let s = sources.entry(l.source).or_default();
+        s.open_files = Some(open);
+        s.waiting_files = Some(waiting);
     }
 
     /// Updates a sink's `/status` state.

@@ -149,6 +149,14 @@ pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> 
                 s["events"],
                 bytes(s["bytes"].as_u64().unwrap_or(0))
             );
+            if let (Some(open), Some(waiting)) =
+                (s["open_files"].as_u64(), s["waiting_files"].as_u64())
+            {
+                let _ = writeln!(
+                    out,
+                    "    files: {open} open, {waiting} waiting for a descriptor"
+                );
+            }
             for f in s["files"].as_array().into_iter().flatten() {
                 let _ = writeln!(
                     out,

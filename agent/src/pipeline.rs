@@ -151,6 +151,8 @@ fn delivery_alerts(config: &Config) -> BTreeMap<String, api::DeliveryAlert> {
 /// logged and ignored; a valid one replaces the sources and sinks (the WAL, its cursors and
 /// checkpoints carry over, so nothing is lost or read twice).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
+    let nofile = crate::descriptors::raise_nofile_limit();
+    tracing::debug!(nofile, "open-files limit");
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("create data_dir", &config.data_dir, e))?;
     let wal_path = wal_dir(&config.data_dir);
@@ -416,7 +418,19 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
     let (stdin_done_tx, stdin_done_rx) = watch::channel::<Option<u64>>(None);
     let mut source_tasks = JoinSet::new();
     let mut started = Vec::new();
+    let file_sources = config
+        .sources
+        .values()
+        .filter(|s| matches!(s, SourceConfig::File(_)))
+        .count();
+    let nofile = crate::descriptors::nofile_limit();
     for (name, source) in &config.sources {
+        let mut source = source.clone();
+        if let SourceConfig::File(c) = &mut source {
+            c.max_open_files.get_or_insert_with(|| {
+                crate::descriptors::default_max_open_files(nofile, file_sources)
+            });
+        }
         let state_dir = config.data_dir.join("sources").join(name);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| Error::io("create source state dir", &state_dir, e))?;
@@ -430,7 +444,6 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
             started: Arc::new(watch::channel(false).0),
         };
         started.push(ctx.started.subscribe());
-        let source = source.clone();
         let stdin_done = stdin_done_tx.clone();
         let wal = wal.clone();
         let agent_id = agent_id.clone();

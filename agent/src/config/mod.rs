@@ -137,6 +137,14 @@ pub struct FileSourceConfig {
     pub poll_interval: Duration,
     /// A last line without newline is emitted after this long without growth. Default 5s.
     pub partial_line_timeout: Duration,
+    /// Most followed files holding an open descriptor at once; others wait for one (and
+    /// are read when they get it). `None`: derived from the open-files limit at start
+    /// (`descriptors::default_max_open_files`). Minimum 1.
+    pub max_open_files: Option<usize>,
+    /// A followed file that has not grown for this long, and is read to its end and
+    /// durable, gives its descriptor back; it is reopened (and its identity checked) when
+    /// it grows. Default 5m.
+    pub close_inactive: Duration,
 }
 
 /// `type = "http"` (source).

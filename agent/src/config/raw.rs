@@ -69,6 +69,8 @@ pub(super) struct RawSource {
     pub(super) max_line_bytes: Option<ByteSize>,
     pub(super) poll_interval: Option<Dur>,
     pub(super) partial_line_timeout: Option<Dur>,
+    pub(super) max_open_files: Option<usize>,
+    pub(super) close_inactive: Option<Dur>,
     // http
     pub(super) address: Option<String>,
     pub(super) path: Option<String>,

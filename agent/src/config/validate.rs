@@ -178,6 +178,8 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         ("max_line_bytes", s.max_line_bytes.is_some()),
         ("poll_interval", s.poll_interval.is_some()),
         ("partial_line_timeout", s.partial_line_timeout.is_some()),
+        ("max_open_files", s.max_open_files.is_some()),
+        ("close_inactive", s.close_inactive.is_some()),
     ];
     let http_keys = [
         ("address", s.address.is_some()),
@@ -232,7 +234,14 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
                     "must be at least 64 bytes",
                 ));
             }
+            if s.max_open_files == Some(0) {
+                return Err(c.err(&["sources", name, "max_open_files"], "must be at least 1"));
+            }
             Ok(SourceConfig::File(FileSourceConfig {
+                max_open_files: s.max_open_files,
+                close_inactive: s.close_inactive.map_or(Duration::from_secs(300), |d| {
+                    d.0.max(Duration::from_millis(10))
+                }),
                 include,
                 exclude: s.exclude.unwrap_or_default(),
                 read_from,

@@ -52,9 +52,12 @@ impl Source {
         let Some(f) = self.files.get(&key) else {
             return Ok(true);
         };
+        let Some(file) = f.file.clone() else {
+            return Ok(true);
+        };
         let now = Instant::now();
         let req = ChunkRequest {
-            file: f.file.clone(),
+            file,
             start: f.read,
             continuing: f.continuing,
             after_partial: f.after_partial,
@@ -114,7 +117,11 @@ impl Source {
                 "the bytes before the read offset changed (rewritten in place?); reading the file again from its start",
             );
             let mut head = std::mem::take(&mut self.head);
-            if super::fingerprint::read_head(&f.file, &mut head).is_ok() {
+            let read = f
+                .file
+                .as_ref()
+                .map(|file| super::fingerprint::read_head(file, &mut head));
+            if matches!(read, Some(Ok(()))) {
                 f.restart(&head);
             } else {
                 f.restart(&[]);
@@ -125,6 +132,8 @@ impl Source {
         }
         f.read = end;
         f.read_anchor = anchor;
+        f.reads_since_open += 1;
+        f.read_at = Instant::now();
         f.seen = seen;
         f.continuing = continuing_after;
         f.more = !at_eof;

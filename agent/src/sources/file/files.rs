@@ -12,6 +12,7 @@ use super::checkpoint::Entry;
 use super::fingerprint::{
     self, anchor_holds, read_anchor, read_full_at, read_head, FileId, Fingerprint,
 };
+use super::scan::{is_absent, Found};
 use super::tail::{Change, Tailed};
 use super::Source;
 use crate::config::ReadFrom;
@@ -21,7 +22,7 @@ const END_LOOKBACK: u64 = 64 << 10;
 
 /// Why a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+pub(super) enum Origin {
     /// A glob matched it.
     Glob,
     /// Its checkpoint was found under a new name outside the globs.
@@ -29,16 +30,24 @@ enum Origin {
 }
 
 impl Source {
-    /// Walks the globs: opens new files, notices renames and files that left.
+    /// Walks the globs: notices renames, files that left and files that changed while
+    /// waiting for a descriptor, then hands out descriptors ([`Source::admit`]). A place
+    /// that cannot be listed is no information: what is followed there stays as it is.
     pub(super) fn scan(&mut self, now: Instant) {
         self.scans += 1;
         let mark = self.scans;
-        let found = self.matcher.find();
+        let mut found = self.matcher.find();
         let mut seen_ids = HashSet::new();
         let mut renamed: HashMap<u64, PathBuf> = HashMap::new();
-        for path in &found {
-            let Ok(meta) = fs::metadata(path) else {
-                continue;
+        let mut new_paths = Vec::new();
+        for path in &found.paths {
+            let meta = match fs::metadata(path) {
+                Ok(meta) => meta,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => {
+                    found.unlisted.push((path.clone(), e));
+                    continue;
+                }
             };
             if !meta.is_file() {
                 continue;
@@ -53,16 +62,20 @@ impl Source {
                     } else {
                         renamed.entry(key).or_insert_with(|| path.clone());
                     }
+                    if !f.is_open() {
+                        f.observe(&meta, now);
+                    }
                 }
                 continue;
             }
-            if let Some(key) = self.open_file(path, now, Origin::Glob) {
-                if let Some(f) = self.files.get_mut(&key) {
-                    f.scan_mark = mark;
-                    f.path_mark = mark;
-                }
+            if mark == 1 && self.first_start && self.config.read_from == ReadFrom::End {
+                // Present at the very first start: read from where it ends now, even if
+                // it has to wait for a descriptor.
+                self.end_at.insert(id, meta.len());
             }
+            new_paths.push(path.clone());
         }
+        self.note_unlisted(&found);
         for (key, path) in renamed {
             if let Some(f) = self.files.get_mut(&key) {
                 if f.path_mark != mark {
@@ -79,7 +92,8 @@ impl Source {
                 }
             }
         }
-        for f in self.files.values_mut() {
+        let mut lost_track = Vec::new();
+        for (&key, f) in self.files.iter_mut() {
             if f.scan_mark == mark {
                 if f.gone_since.take().is_some() {
                     tracing::info!(
@@ -88,7 +102,14 @@ impl Source {
                         "file matches the globs again",
                     );
                 }
+            } else if found.unsure(&f.path) {
+                // Not seen because its directory could not be listed: no information.
+                f.scan_mark = mark;
             } else if f.gone_since.is_none() {
+                if !f.is_open() {
+                    lost_track.push(key);
+                    continue;
+                }
                 tracing::warn!(
                     source = %self.name,
                     path = %f.path.display(),
@@ -99,7 +120,12 @@ impl Source {
                 f.gone_since = Some(now);
             }
         }
-        self.unopenable.retain(|p| found.binary_search(p).is_ok());
+        for key in lost_track {
+            self.relocate(key, now);
+        }
+        self.unopenable
+            .retain(|p| found.paths.binary_search(p).is_ok());
+        self.end_at.retain(|id, _| seen_ids.contains(id));
         if mark == 1 {
             self.find_rotated(&mut seen_ids, now);
             self.first_start = false;
@@ -108,30 +134,112 @@ impl Source {
         let name = &self.name;
         let lost = &mut self.lost_bytes;
         self.restored.retain(|id, e| {
-            let keep = seen_ids.contains(id);
-            if !keep {
-                if e.size > e.offset {
-                    // Rotated away and deleted before it was read to its end.
+            if seen_ids.contains(id) || found.unsure(Path::new(&e.path)) {
+                return true;
+            }
+            if e.size > e.offset {
+                // Rotated away and deleted before it was read to its end.
+                tracing::warn!(
+                    source = %name,
+                    path = %e.path,
+                    offset = e.offset,
+                    size = e.size,
+                    "a file was deleted before it was read to its end; a source_overflow gap record says how many bytes",
+                );
+                *lost += e.size - e.offset;
+            } else {
+                tracing::info!(
+                    source = %name,
+                    path = %e.path,
+                    offset = e.offset,
+                    "checkpointed file is gone; forgetting it",
+                );
+            }
+            false
+        });
+        self.admit(new_paths, now);
+    }
+
+    /// Warns once for each directory that starts failing to list (or fails otherwise),
+    /// and says when it can be listed again.
+    fn note_unlisted(&mut self, found: &Found) {
+        let now: HashMap<PathBuf, String> = found
+            .unlisted
+            .iter()
+            .map(|(p, e)| (p.clone(), format!("{:?}", e.kind())))
+            .collect();
+        for (path, e) in &found.unlisted {
+            let kind = format!("{:?}", e.kind());
+            if self.unlisted.get(path) != Some(&kind) {
+                tracing::warn!(
+                    source = %self.name,
+                    path = %path.display(),
+                    error = %e,
+                    "cannot look into this directory; the files followed in it are kept as they are (none is taken for deleted or read again) until it can be",
+                );
+            }
+        }
+        for path in self.unlisted.keys() {
+            if !now.contains_key(path) {
+                tracing::info!(source = %self.name, path = %path.display(), "directory can be looked into again");
+            }
+        }
+        self.unlisted = now;
+    }
+
+    /// A followed file without a descriptor is no longer at its path: looks for it in its
+    /// directory (renamed out of the globs) so that what it grew by is still read, or
+    /// forgets it if it was deleted.
+    fn relocate(&mut self, key: u64, now: Instant) {
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        let dir = f.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let found = match fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().find_map(|entry| {
+                let meta = fs::metadata(entry.path()).ok()?;
+                (meta.is_file() && FileId::of(&meta) == f.id).then(|| (entry.path(), meta))
+            }),
+            Err(e) if !is_absent(&e) => return, // no information
+            Err(_) => None,
+        };
+        match found {
+            Some((path, meta)) => {
+                tracing::info!(
+                    source = %self.name,
+                    from = %f.path.display(),
+                    to = %path.display(),
+                    offset = f.durable,
+                    "file renamed out of the globs while it waited for a descriptor; reading it to its end, then releasing it",
+                );
+                f.rename(path);
+                f.observe(&meta, now);
+                f.gone_since = Some(now);
+            }
+            None => {
+                if f.size > f.durable {
                     tracing::warn!(
-                        source = %name,
-                        path = %e.path,
-                        offset = e.offset,
-                        size = e.size,
-                        "a file was deleted before it was read to its end; a source_overflow gap record says how many bytes",
+                        source = %self.name,
+                        path = %f.path.display(),
+                        offset = f.durable,
+                        size = f.size,
+                        "a file was deleted while it waited for a descriptor, before it was read to its end; a source_overflow gap record says how many bytes",
                     );
-                    *lost += e.size - e.offset;
+                    self.lost_bytes += f.size - f.durable;
                 } else {
                     tracing::info!(
-                        source = %name,
-                        path = %e.path,
-                        offset = e.offset,
-                        "checkpointed file is gone; forgetting it",
+                        source = %self.name,
+                        path = %f.path.display(),
+                        offset = f.durable,
+                        "file deleted after it was read to its end; forgetting it",
                     );
                 }
-                return false;
+                let id = f.id;
+                self.files.remove(&key);
+                self.by_id.remove(&id);
+                self.dirty = true;
             }
-            true
-        });
+        }
     }
 
     /// At start: looks for checkpointed files the globs no longer match under another
@@ -175,9 +283,13 @@ impl Source {
     }
 
     /// Opens a file not followed yet and decides where to start reading it.
-    fn open_file(&mut self, path: &Path, now: Instant, origin: Origin) -> Option<u64> {
+    pub(super) fn open_file(&mut self, path: &Path, now: Instant, origin: Origin) -> Option<u64> {
         let file = match File::open(path) {
             Ok(f) => f,
+            Err(e) if super::budget::out_of_descriptors(&e) => {
+                self.out_of_descriptors(now);
+                return None;
+            }
             Err(e) => {
                 if self.unopenable.insert(path.to_path_buf()) {
                     tracing::warn!(
@@ -210,11 +322,9 @@ impl Source {
         let size = meta.len();
         let start = match self.restored.remove(&id) {
             Some(entry) => self.resume_at(&entry, path, &meta, &file),
-            None if origin == Origin::Glob
-                && self.first_start
-                && self.config.read_from == ReadFrom::End =>
-            {
-                let offset = end_offset(&file, size);
+            None if origin == Origin::Glob && self.end_at.contains_key(&id) => {
+                let at_start = self.end_at.remove(&id).unwrap_or(size).min(size);
+                let offset = end_offset(&file, at_start);
                 let anchor = read_anchor(&file, offset, &mut self.scratch)
                     .ok()
                     .flatten()

@@ -21,6 +21,12 @@
 //!   checkpoint file yet). Files appearing later are read from their beginning, so a
 //!   rotation never loses the lines written between the rename and the next scan.
 //!
+//! - A directory that cannot be listed (`EACCES`, `EMFILE`, `EIO`) is no information: the
+//!   files followed there are kept as they are, never taken for deleted (`scan.rs`).
+//! - Descriptors are budgeted (`budget.rs`): at most `max_open_files` followed files are
+//!   open; the others wait, followed by identity, and idle files close after
+//!   `close_inactive`. The cap never loses or repeats a line.
+//!
 //! ## Reading and appending
 //! A chunk (1 MiB) is read and encoded into one batch off the async threads
 //! (`chunk.rs`), and appended (`append.rs`). Up to [`MAX_IN_FLIGHT`] appends are in flight
@@ -39,12 +45,14 @@
 //! entries whose file is gone are forgotten.
 //!
 //! ## Files
-//! `mod.rs` the loop and shutdown · `files.rs` which files are followed · `tail.rs` one
+//! `mod.rs` the loop and shutdown · `files.rs` which files are followed · `budget.rs`
+//! which of them hold a descriptor · `tail.rs` one
 //! file's offsets and rules · `append.rs` chunks to the WAL, in order · `chunk.rs` bytes to
 //! events · `fingerprint.rs` identity · `checkpoint.rs` the checkpoint file · `scan.rs`
 //! globs · `tests.rs` the source against real files and a real WAL.
 
 mod append;
+mod budget;
 mod checkpoint;
 mod chunk;
 mod files;
@@ -74,6 +82,10 @@ use crate::sources::SourceContext;
 
 /// Appends of one source waiting for the WAL at once.
 pub const MAX_IN_FLIGHT: usize = 2;
+/// Checkpoint writes are spaced by this much per followed file...
+const SAVE_SPACING_PER_FILE: Duration = Duration::from_micros(10);
+/// ...up to this (a `kill -9` then reads at most this much of input again).
+const MAX_SAVE_SPACING: Duration = Duration::from_millis(100);
 /// How long shutdown waits for in-flight appends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,6 +108,9 @@ struct Source {
     matcher: Matcher,
     checkpoints: CheckpointFile,
     first_start: bool,
+    /// `read_from = "end"`: files present at the very first start, with their size then;
+    /// reading them starts at their last line end before it.
+    end_at: HashMap<FileId, u64>,
     /// Checkpoint entries loaded at start and not yet matched to an open file.
     restored: HashMap<FileId, Entry>,
     files: BTreeMap<u64, Tailed>,
@@ -105,6 +120,11 @@ struct Source {
     last_key: u64,
     /// Paths that could not be opened (warned once).
     unopenable: HashSet<PathBuf>,
+    /// Directories that could not be listed at the last scan, with the error kind (warned
+    /// once per directory and kind).
+    unlisted: HashMap<PathBuf, String>,
+    /// Which files hold a descriptor.
+    budget: budget::Budget,
     in_flight: VecDeque<InFlight>,
     limits: Limits,
     encoder: Arc<EventEncoder>,
@@ -122,6 +142,8 @@ struct Source {
     release_after: Duration,
     /// The checkpoint is behind the files' offsets.
     dirty: bool,
+    /// When the checkpoint was last written.
+    last_save: Option<Instant>,
     store_failing: bool,
     /// Bytes of files deleted before they were read to their end, not yet reported.
     lost_bytes: u64,
@@ -138,7 +160,14 @@ impl Source {
             "file source starting"
         );
         let restored = loaded.entries.into_iter().map(|e| (e.id(), e)).collect();
+        let budget = budget::Budget::new(
+            config.max_open_files.unwrap_or_else(|| {
+                crate::descriptors::default_max_open_files(crate::descriptors::nofile_limit(), 1)
+            }),
+            config.close_inactive,
+        );
         Ok(Source {
+            budget,
             name: ctx.name.clone(),
             matcher: Matcher::new(&config.include, &config.exclude),
             limits: Limits {
@@ -150,12 +179,14 @@ impl Source {
             config,
             checkpoints,
             first_start: loaded.first_start,
+            end_at: HashMap::new(),
             restored,
             files: BTreeMap::new(),
             by_id: HashMap::new(),
             next_key: 1,
             last_key: 0,
             unopenable: HashSet::new(),
+            unlisted: HashMap::new(),
             in_flight: VecDeque::new(),
             encoder: Arc::new(ctx.encoder.clone()),
             appender: ctx.appender.clone(),
@@ -168,6 +199,7 @@ impl Source {
             paused_until: None,
             lost_bytes: 0,
             dirty: false,
+            last_save: None,
             store_failing: false,
         })
     }
@@ -200,9 +232,12 @@ impl Source {
                     continue;
                 }
             }
-            let wake = self
+            let mut wake = self
                 .paused_until
                 .map_or(self.next_poll, |t| t.min(self.next_poll));
+            if let (true, Some(t)) = (self.dirty, self.last_save) {
+                wake = wake.min(t + MAX_SAVE_SPACING);
+            }
             tokio::select! {
                 () = ctx.stopped() => return Ok(()),
                 () = tokio::time::sleep_until(wake.into()) => {}
@@ -276,17 +311,28 @@ impl Source {
         let before = self.files.range(..=self.last_key);
         let key = after
             .chain(before)
-            .find(|(_, f)| f.has_work(now, timeout))
+            .find(|(_, f)| f.is_open() && f.has_work(now, timeout))
             .map(|(&k, _)| k)?;
         self.last_key = key;
         Some(key)
     }
 
-    /// Writes the checkpoint if it is behind (or `sync` asks for a synced copy).
+    /// Writes the checkpoint if it is behind (or `sync` asks for a synced copy). With many
+    /// files a write costs more, so writes are spaced by [`SAVE_SPACING_PER_FILE`] per
+    /// file (a few followed files: after every append); a later call catches up.
     fn save(&mut self, sync: bool) {
         if !self.dirty && !sync {
             return;
         }
+        let spacing = SAVE_SPACING_PER_FILE * (self.files.len() + self.restored.len()) as u32;
+        if !sync
+            && self
+                .last_save
+                .is_some_and(|t| t.elapsed() < spacing.min(MAX_SAVE_SPACING))
+        {
+            return;
+        }
+        self.last_save = Some(Instant::now());
         let entries: Vec<Entry> = self
             .files
             .values()

@@ -6,9 +6,15 @@
 //! for `/var/log/app/*.log`), down as many levels as the pattern has components after it,
 //! or without a bound (but not through symbolic links to directories) when it holds `**`.
 //! `*` and `?` do not match `/`, as in a shell.
+//!
+//! A directory that does not exist holds no files: that is information. A directory that
+//! exists but cannot be listed (`EACCES`, `EMFILE`, `EIO` on a network file system, …) is
+//! **no information**: [`Found::unlisted`] names it, and the caller must not take the files
+//! it follows there for gone.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -53,30 +59,60 @@ impl Matcher {
         self.include.is_match(path) && !self.exclude.is_match(path)
     }
 
-    /// Every matching path that exists now, sorted. Directories that cannot be read are
-    /// skipped silently: the glob may name a directory that does not exist yet.
-    pub fn find(&self) -> Vec<PathBuf> {
-        let mut found = BTreeSet::new();
+    /// Every matching path that exists now, sorted, and the directories (or paths) that
+    /// could not be looked at. A directory that does not exist is skipped: the glob may
+    /// name one that does not exist yet.
+    pub fn find(&self) -> Found {
+        let mut found = Found::default();
+        let mut paths = BTreeSet::new();
         for root in &self.roots {
             if root.literal {
                 if self.is_match(&root.dir) {
-                    found.insert(root.dir.clone());
+                    paths.insert(root.dir.clone());
                 }
                 continue;
             }
-            self.walk(&root.dir, root.depth, 0, &mut found);
+            self.walk(&root.dir, root.depth, 0, &mut paths, &mut found.unlisted);
         }
-        found.into_iter().collect()
+        found.paths = paths.into_iter().collect();
+        found.unlisted.sort_by(|a, b| a.0.cmp(&b.0));
+        found.unlisted.dedup_by(|a, b| a.0 == b.0);
+        found
     }
 
-    fn walk(&self, dir: &Path, depth: Option<usize>, level: usize, found: &mut BTreeSet<PathBuf>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
+    fn walk(
+        &self,
+        dir: &Path,
+        depth: Option<usize>,
+        level: usize,
+        found: &mut BTreeSet<PathBuf>,
+        unlisted: &mut Vec<(PathBuf, io::Error)>,
+    ) {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if is_absent(&e) => return,
+            Err(e) => {
+                unlisted.push((dir.to_path_buf(), e));
+                return;
+            }
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // The listing broke off: what it did not return is unknown.
+                    unlisted.push((dir.to_path_buf(), e));
+                    continue;
+                }
+            };
             let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => {
+                    unlisted.push((path, e));
+                    continue;
+                }
             };
             let is_dir = if kind.is_symlink() {
                 // A link to a directory is followed only at a bounded depth: `**` through
@@ -91,13 +127,38 @@ impl Matcher {
                     None => level < MAX_DEPTH,
                 };
                 if deeper {
-                    self.walk(&path, depth, level + 1, found);
+                    self.walk(&path, depth, level + 1, found, unlisted);
                 }
             } else if self.is_match(&path) {
                 found.insert(path);
             }
         }
     }
+}
+
+/// What one walk of the globs found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Matching paths, sorted.
+    pub paths: Vec<PathBuf>,
+    /// Directories (or single entries) that exist but could not be looked at, with why:
+    /// files under them are neither found nor gone.
+    pub unlisted: Vec<(PathBuf, io::Error)>,
+}
+
+impl Found {
+    /// Whether `path` is at or under a place that could not be looked at.
+    pub fn unsure(&self, path: &Path) -> bool {
+        self.unlisted.iter().any(|(dir, _)| path.starts_with(dir))
+    }
+}
+
+/// An error that means the thing is not there (rather than that it cannot be seen).
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 fn build(patterns: &[String]) -> GlobSet {
@@ -178,10 +239,10 @@ mod tests {
             &[format!("{}/*.log", d.display())],
             &[format!("{}/debug*.log", d.display())],
         );
-        assert_eq!(m.find(), vec![d.join("a.log")]);
+        assert_eq!(m.find().paths, vec![d.join("a.log")]);
         let m = Matcher::new(&[format!("{}/**/*.log", d.display())], &[]);
         assert_eq!(
-            m.find(),
+            m.find().paths,
             vec![
                 d.join("a.log"),
                 d.join("debug.log"),
@@ -190,8 +251,28 @@ mod tests {
             ]
         );
         let m = Matcher::new(&[format!("{}/sub/c.log", d.display())], &[]);
-        assert_eq!(m.find(), vec![d.join("sub/c.log")]);
+        assert_eq!(m.find().paths, vec![d.join("sub/c.log")]);
         let m = Matcher::new(&[format!("{}/missing/*.log", d.display())], &[]);
-        assert!(m.find().is_empty());
+        let found = m.find();
+        assert!(found.paths.is_empty());
+        assert!(
+            found.unlisted.is_empty(),
+            "a missing directory is information"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_listed_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A path under a regular file: listing it fails with ENOTDIR, which means absent.
+        fs::write(d.join("file"), b"x").unwrap();
+        let m = Matcher::new(&[format!("{}/file/*.log", d.display())], &[]);
+        assert!(m.find().unlisted.is_empty());
+        // A directory with too long a name to list is no information.
+        let long = format!("{}/{}/*.log", d.display(), "x".repeat(300));
+        let found = Matcher::new(&[long], &[]).find();
+        assert_eq!(found.unlisted.len(), 1, "{:?}", found.unlisted);
+        assert!(found.unsure(&found.unlisted[0].0.join("app.log")));
     }
 }

@@ -2,6 +2,11 @@
 //! of it finds (growth, truncation, a rewrite, deletion). The source loop owns the set of
 //! files, the reading and the appends; this owns the per-file rules.
 //!
+//! A followed file may give its descriptor back (it has been idle for `close_inactive`, or
+//! the descriptor budget is needed elsewhere) while everything read of it is durable. It
+//! stays followed by identity: the scan's `stat` of its path tells whether it changed, and
+//! [`Tailed::reopen`] checks device, inode, first bytes and anchor before reading on.
+//!
 //! Offsets, always `durable <= read <= seen`:
 //! - `durable`: every byte before it is in the WAL (its append completed). Checkpointed.
 //! - `read`: every byte before it is in a batch, appended or on its way. The next chunk
@@ -35,8 +40,13 @@ pub struct Tailed {
     pub path: PathBuf,
     /// `path` as the events' `file` field.
     pub path_str: Arc<str>,
-    /// The open descriptor: reading goes on through it after a rename or delete.
-    pub file: Arc<File>,
+    /// The open descriptor: reading goes on through it after a rename or delete. `None`
+    /// while the file waits for a descriptor (see the module doc).
+    pub file: Option<Arc<File>>,
+    /// Chunks read since it was last opened.
+    pub reads_since_open: u32,
+    /// When a chunk of it was last read (or it was opened).
+    pub read_at: Instant,
     /// Device and inode.
     pub id: FileId,
     /// Birth time, if known.
@@ -115,7 +125,9 @@ impl Tailed {
             id: FileId::of(&meta),
             created: super::fingerprint::created_nanos(&meta),
             fp: Fingerprint::of(head),
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
+            reads_since_open: 0,
+            read_at: now,
             generation: 0,
             durable: offset,
             read: offset,
@@ -145,7 +157,10 @@ impl Tailed {
     /// before the read offset, deletion. On a truncation or rewrite, reading starts over at
     /// 0. `head` and `scratch` are scratch buffers.
     pub fn poll(&mut self, now: Instant, head: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Change {
-        let Ok(meta) = self.file.metadata() else {
+        let Some(file) = self.file.clone() else {
+            return Change::None;
+        };
+        let Ok(meta) = file.metadata() else {
             return Change::None;
         };
         let mut change = Change::None;
@@ -163,7 +178,7 @@ impl Tailed {
             self.grown_at = now;
         }
         self.size = size;
-        if read_head(&self.file, head).is_err() {
+        if read_head(&file, head).is_err() {
             return change;
         }
         let was_at = self.read;
@@ -176,7 +191,7 @@ impl Tailed {
             return Change::Rewritten { was_at };
         }
         // An error here is no information: the next chunk checks the anchor again.
-        if let Ok(false) = anchor_holds(&self.file, self.read, &self.read_anchor, scratch) {
+        if let Ok(false) = anchor_holds(&file, self.read, &self.read_anchor, scratch) {
             self.restart(head);
             return Change::Rewritten { was_at };
         }
@@ -189,6 +204,92 @@ impl Tailed {
             self.more = true;
         }
         change
+    }
+
+    /// For a file without a descriptor: what the scan's `stat` of its path says. A change
+    /// of size or mtime makes it want its descriptor back.
+    pub fn observe(&mut self, meta: &std::fs::Metadata, now: Instant) {
+        let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec());
+        if stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        if meta.len() != self.size {
+            self.grown_at = now;
+        }
+        self.size = meta.len();
+        self.more = true;
+    }
+
+    /// Whether it holds a descriptor.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Whether its descriptor can be given back without losing anything: nothing in
+    /// flight, everything read is durable, and (if it was deleted or left the globs) read
+    /// to its end — a deleted file cannot be opened again.
+    pub fn closable(&self) -> bool {
+        self.file.is_some()
+            && self.in_flight == 0
+            && self.durable == self.read
+            && (self.gone_since.is_none() || self.read >= self.size)
+    }
+
+    /// Idle: nothing to read, nothing pending.
+    pub fn idle(&self) -> bool {
+        !self.more && self.read == self.seen && self.read >= self.size
+    }
+
+    /// Gives the descriptor back; reading resumes at `durable` after [`Tailed::reopen`].
+    pub fn close(&mut self) {
+        self.file = None;
+        self.read = self.durable;
+        self.seen = self.durable;
+        self.read_anchor = self.durable_anchor;
+    }
+
+    /// Takes a descriptor opened at its path back, after checking that it is the same
+    /// file with the same bytes before the offset. A different file there is `Err` (the
+    /// descriptor is dropped); a truncated or rewritten one starts over at 0.
+    pub fn reopen(
+        &mut self,
+        file: File,
+        now: Instant,
+        head: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Change, std::io::Error> {
+        let meta = file.metadata()?;
+        if FileId::of(&meta) != self.id {
+            return Err(std::io::Error::other("another file is at its path now"));
+        }
+        read_head(&file, head)?;
+        let size = meta.len();
+        let rewritten = size >= self.read
+            && self.fp.matches(head)
+            && !anchor_holds(&file, self.read, &self.read_anchor, scratch)?;
+        let was_at = self.read;
+        self.stamp = (size, meta.mtime(), meta.mtime_nsec());
+        if size != self.size {
+            self.grown_at = now;
+        }
+        self.size = size;
+        self.file = Some(Arc::new(file));
+        self.reads_since_open = 0;
+        self.read_at = now;
+        self.more = size > self.seen;
+        if size < self.read {
+            self.restart(head);
+            return Ok(Change::Truncated { was_at });
+        }
+        if rewritten || !self.fp.matches(head) {
+            self.restart(head);
+            return Ok(Change::Rewritten { was_at });
+        }
+        if head.len() > self.fp.len as usize {
+            self.fp = Fingerprint::of(head);
+        }
+        Ok(Change::None)
     }
 
     /// The content started over: read from 0 and let older appends no longer count.

@@ -73,6 +73,8 @@ impl Harness {
             max_line_bytes: 1 << 20,
             poll_interval: Duration::from_millis(20),
             partial_line_timeout: PARTIAL,
+            max_open_files: None,
+            close_inactive: Duration::from_secs(300),
         }
     }
 
@@ -776,5 +778,82 @@ async fn a_file_deleted_before_it_was_read_to_its_end_becomes_a_source_overflow_
     .expect("a gap record");
     assert_eq!(gap.reason, gapless_wal::GapReason::SourceOverflow);
     assert_eq!(gap.bytes, 200);
+    h.stop().await;
+}
+
+// --- descriptors -----------------------------------------------------------------------
+
+/// Open descriptors of this process on files in `dir`.
+fn open_fds_in(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().to_string();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with(&format!("{dir}/")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_files_than_max_open_files_are_all_read_exactly_once_within_the_cap() {
+    let mut h = Harness::new();
+    let logs = h.dir.path().join("logs");
+    for i in 0..30 {
+        append(
+            &h.log(&format!("f{i:02}.log")),
+            &lines(&format!("f{i:02}"), 0..5),
+        );
+    }
+    let mut config = h.config();
+    config.max_open_files = Some(3);
+    h.start(config);
+    let mut most = 0;
+    let deadline = Instant::now() + WAIT;
+    while h.got.len() < 150 {
+        most = most.max(open_fds_in(&logs));
+        assert!(Instant::now() < deadline, "got {} of 150", h.got.len());
+        h.collect();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        most <= 3,
+        "{most} log files open at once, max_open_files = 3"
+    );
+    let want: Vec<String> = (0..30)
+        .flat_map(|i| names(&format!("f{i:02}"), 0..5))
+        .collect();
+    assert_eq!(sorted_unique(h.messages()), sorted_unique(want));
+    // Files written to again while they wait for a descriptor are read on, not again.
+    for i in 0..30 {
+        append(
+            &h.log(&format!("f{i:02}.log")),
+            &lines(&format!("g{i:02}"), 0..2),
+        );
+    }
+    h.wait_for(210).await;
+    h.assert_quiet(210).await;
+    assert_eq!(sorted_unique(h.messages()).len(), 210);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_file_gives_its_descriptor_back_and_is_read_on_when_it_grows() {
+    let mut h = Harness::new();
+    let app = h.log("app.log");
+    append(&app, &lines("a", 0..3));
+    let mut config = h.config();
+    config.close_inactive = Duration::from_millis(100);
+    h.start(config);
+    h.wait_for(3).await;
+    eventually("the idle file is closed", || open_fds(&app) == 0).await;
+    append(&app, &lines("b", 0..3));
+    let got = h.wait_for(6).await;
+    assert_eq!(got[3..], names("b", 0..3)[..]);
+    // Rewritten in place while closed, same first bytes: read again from its start.
+    eventually("the idle file is closed again", || open_fds(&app) == 0).await;
+    fs::write(&app, format!("{}{}", lines("a", 0..3), lines("c", 0..4))).unwrap();
+    let got = h.wait_for(13).await;
+    assert_eq!(got[6..], [names("a", 0..3), names("c", 0..4)].concat()[..]);
+    h.assert_quiet(13).await;
     h.stop().await;
 }
