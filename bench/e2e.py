@@ -4,12 +4,15 @@ durability always, gzip) -> a local receiver that counts lines.
 
 Prints lines/s, MB/s (of raw lines), the agent's CPU seconds and peak RSS.
 
-    python3 bench/e2e.py [--lines 2000000] [--outage-gib 0]
+    python3 bench/e2e.py [--lines 2000000] [--outage-gib 0] [--files 1] [--nofile N]
+
+With --files F the lines are spread over F files (many small files: the descriptor budget
+and per-file costs); --nofile N starts the agent with `ulimit -n N` (soft and hard).
 
 With --outage-gib G the receiver is started only after the agent has built a backlog of
 about G GiB in its WAL, to show that memory does not grow with the backlog.
 """
-import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, os, resource, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,6 +51,8 @@ def main():
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--outage-gib", type=float, default=0.0)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--files", type=int, default=1)
+    ap.add_argument("--nofile", type=int, default=0)
     args = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gapless", "--bin", "gapless", "--example", "count_receiver"], cwd=ROOT, check=True)
@@ -56,14 +61,17 @@ def main():
 
     work = tempfile.mkdtemp(prefix="gapless-bench-", dir=os.path.join(ROOT, "target"))
     logdir = os.path.join(work, "logs"); os.makedirs(logdir)
-    log = os.path.join(logdir, "app.log")
     line = (b"2026-11-26T12:00:00.000Z INFO  service=checkout request_id=%010d user=42 "
             b"path=/api/v1/cart/items status=200 latency_ms=12 bytes=5123 msg=\"item added to cart\" pad=")
-    with open(log, "wb") as f:
-        for i in range(args.lines):
-            l = line % i
-            f.write(l + b"x" * (199 - len(l)) + b"\n")
-    raw_bytes = os.path.getsize(log)
+    per_file = -(-args.lines // args.files)
+    raw_bytes = 0
+    for n in range(args.files):
+        log = os.path.join(logdir, "app.log" if args.files == 1 else f"app-{n:06}.log")
+        with open(log, "wb") as f:
+            for i in range(n * per_file, min(args.lines, (n + 1) * per_file)):
+                l = line % i
+                f.write(l + b"x" * (199 - len(l)) + b"\n")
+        raw_bytes += os.path.getsize(log)
 
     recv_port, api_port = free_port(), free_port()
     cfg = os.path.join(work, "gapless.toml")
@@ -92,7 +100,8 @@ level = "warn"
         recv = subprocess.Popen([recv_exe, f"127.0.0.1:{recv_port}"])
         time.sleep(0.3)
     t0 = time.time()
-    agent = subprocess.Popen([exe, "run", "--config", cfg], stderr=open(os.path.join(work, "agent.log"), "wb"))
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))) if args.nofile else None
+    agent = subprocess.Popen([exe, "run", "--config", cfg], stderr=open(os.path.join(work, "agent.log"), "wb"), preexec_fn=limit)
     peak_backlog_rss = None
     try:
         if args.outage_gib > 0:

@@ -1,6 +1,6 @@
 //! Appending: reading the next chunk of a file off the async threads, handing its batch
 //! to the WAL, and taking the WAL's answers strictly in order. Up to [`MAX_IN_FLIGHT`]
-//! appends are on their way while the next chunk is read; a file's `durable` offset moves
+//! appends holding at most [`IN_FLIGHT_BYTES`] are on their way while the next chunk is read; a file's `durable` offset moves
 //! only when an append of its current generation completes, so it advances over a
 //! contiguous prefix. A failed append rewinds the file to `durable`; the pieces after it
 //! that were already in flight become duplicates, never a gap.
@@ -15,7 +15,7 @@ use gapless_wal::SeqRange;
 
 use super::chunk::{read_chunk, Chunk, ChunkRequest};
 use super::fingerprint::Fingerprint;
-use super::{Source, MAX_IN_FLIGHT};
+use super::{Source, IN_FLIGHT_BYTES, MAX_IN_FLIGHT};
 use crate::sources::SourceContext;
 
 /// Pause after a failed append before the lines are tried again.
@@ -29,6 +29,8 @@ pub(super) struct InFlight {
     generation: u64,
     start: u64,
     end: u64,
+    /// The batch's encoded size.
+    size: u64,
     /// The fingerprint of the bytes just before `end`.
     anchor: Fingerprint,
     /// The file's `continuing` and `after_partial` before this batch, to restore on
@@ -156,7 +158,11 @@ impl Source {
             events = batch.len(),
             "chunk read",
         );
-        while self.in_flight.len() >= MAX_IN_FLIGHT {
+        let size = batch.encoded_len();
+        while self.in_flight.len() >= MAX_IN_FLIGHT
+            || (self.in_flight.len() >= 2
+                && self.in_flight.iter().map(|a| a.size).sum::<u64>() + size > IN_FLIGHT_BYTES)
+        {
             let result = tokio::select! {
                 () = ctx.stopped() => return Ok(false),
                 r = front(&mut self.in_flight) => r,
@@ -182,6 +188,7 @@ impl Source {
         }
         f.in_flight += 1;
         self.in_flight.push_back(InFlight {
+            size,
             key,
             generation,
             start,

@@ -61,6 +61,11 @@ impl Budget {
         }
     }
 
+    /// Whether the process ran out of descriptors a short while ago.
+    pub fn short(&self, now: Instant) -> bool {
+        self.shortage.is_some_and(|(_, t)| now < t)
+    }
+
     fn cap(&mut self, now: Instant) -> usize {
         match self.shortage {
             Some((cap, until)) if now < until => cap.min(self.max_open),

@@ -29,8 +29,8 @@
 //!
 //! ## Reading and appending
 //! A chunk (1 MiB) is read and encoded into one batch off the async threads
-//! (`chunk.rs`), and appended (`append.rs`). Up to [`MAX_IN_FLIGHT`] appends are in flight
-//! while the next chunk is read. Their results are taken strictly in order, so a file's
+//! (`chunk.rs`), and appended (`append.rs`). Up to [`MAX_IN_FLIGHT`] appends (and
+//! [`IN_FLIGHT_BYTES`]) are in flight while the next chunk is read. Their results are taken strictly in order, so a file's
 //! `durable` offset advances over a contiguous prefix only. A failed append (other than
 //! the WAL closing) moves no offset: the file is read again from `durable` after a pause —
 //! duplicates at worst, never a gap. An append the WAL finds too large makes later batches
@@ -80,12 +80,18 @@ use crate::event::EventEncoder;
 use crate::metrics::Metrics;
 use crate::sources::SourceContext;
 
-/// Appends of one source waiting for the WAL at once.
-pub const MAX_IN_FLIGHT: usize = 2;
+/// Appends of one source waiting for the WAL at once: many small ones (many files with a
+/// few lines each share one fsync by group commit)...
+pub const MAX_IN_FLIGHT: usize = 32;
+/// ...holding no more than this beyond two (two chunks of a busy file are always allowed,
+/// so memory stays where it was with one file).
+pub const IN_FLIGHT_BYTES: u64 = 1 << 20;
 /// Checkpoint writes are spaced by this much per followed file...
 const SAVE_SPACING_PER_FILE: Duration = Duration::from_micros(10);
 /// ...up to this (a `kill -9` then reads at most this much of input again).
 const MAX_SAVE_SPACING: Duration = Duration::from_millis(100);
+/// Least time between scans brought forward for files waiting for a descriptor.
+const EARLY_SCAN_AFTER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for in-flight appends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -229,6 +235,15 @@ impl Source {
                     if !self.read_and_append(ctx, key).await? {
                         return Ok(());
                     }
+                    continue;
+                }
+            }
+            if self.budget.waiting > 0 && self.in_flight.is_empty() && !self.budget.short(now) {
+                // Files wait for a descriptor and every open one is done: hand them out
+                // now rather than at the next poll.
+                let soon = now + EARLY_SCAN_AFTER;
+                if soon < self.next_poll {
+                    self.next_poll = soon;
                     continue;
                 }
             }
