@@ -282,6 +282,16 @@ fn validate(path: PathBuf) -> ExitCode {
         Err(e) => return fail(e),
     };
     let problems = check_paths(&config);
+    for (name, source) in &config.sources {
+        if let crate::config::SourceConfig::File(c) = source {
+            for (path, e) in crate::sources::file::unreadable(c) {
+                eprintln!(
+                    "gapless: warning: sources.{name}: {} cannot be read by this user ({e}); it is followed once it can be",
+                    path.display(),
+                );
+            }
+        }
+    }
     if problems.is_empty() {
         println!(
             "{}: OK ({} sources, {} sinks)",

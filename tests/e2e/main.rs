@@ -14,6 +14,7 @@ mod continuity;
 mod crash;
 mod dead_letter;
 mod disk_full;
+mod file_faults;
 mod gap_records;
 mod health;
 mod heartbeat;

@@ -36,9 +36,18 @@ pub struct AgentBuilder {
     env: Vec<(String, String)>,
     verbatim: Option<(String, SocketAddr)>,
     config_from_env: bool,
+    wrapper: Vec<String>,
 }
 
 impl AgentBuilder {
+    /// Runs the agent through a command that execs it (`prlimit --nofile=64:64 --`,
+    /// `setpriv --reuid=… --`), so that it starts with other limits or as another user.
+    /// The process id stays the agent's. By default the binary is run directly.
+    pub fn wrapped_in(mut self, prefix: &[&str]) -> Self {
+        self.wrapper = prefix.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// A path inside the agent's temporary directory (for log files, certificates, …).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -127,6 +136,7 @@ impl AgentBuilder {
             ports: self.ports,
             env: self.env,
             config_from_env: self.config_from_env,
+            wrapper: self.wrapper,
             child: None,
             stdin: None,
             runs: 0,
@@ -169,6 +179,7 @@ pub struct Agent {
     ports: Vec<u16>,
     env: Vec<(String, String)>,
     config_from_env: bool,
+    wrapper: Vec<String>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     runs: u32,
@@ -193,6 +204,7 @@ impl Agent {
             env: Vec::new(),
             verbatim: None,
             config_from_env: false,
+            wrapper: Vec::new(),
         }
     }
 
@@ -210,7 +222,14 @@ impl Agent {
             .append(true)
             .open(&self.stdout_path)
             .expect("open stdout.log");
-        let mut command = Command::new(BIN);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("run")
             .env_remove("GAPLESS_LOG")

@@ -95,6 +95,21 @@ const EARLY_SCAN_AFTER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for in-flight appends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The files (and directories) the globs of `config` reach that this process cannot read
+/// now, with why: what `gapless validate` warns about.
+pub fn unreadable(config: &FileSourceConfig) -> Vec<(PathBuf, std::io::Error)> {
+    let found = Matcher::new(&config.include, &config.exclude).find();
+    let mut out = found.unlisted;
+    for path in found.paths {
+        if let Err(e) = std::fs::File::open(&path) {
+            if !scan::is_absent(&e) {
+                out.push((path, e));
+            }
+        }
+    }
+    out
+}
+
 /// Follows the files of `config` until shutdown.
 pub async fn run(mut ctx: SourceContext, config: FileSourceConfig) -> crate::Result<()> {
     let mut source = Source::open(&ctx, config)?;
