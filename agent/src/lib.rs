@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod continuity;
 pub mod descriptors;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod metrics;

@@ -31,22 +31,33 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// The agent id: from the config, else the one kept in `data_dir/agent_id`, else a new
-/// UUID written there (kept across restarts and upgrades).
+/// UUID written there durably (kept across restarts, upgrades and power cuts).
+///
+/// A file that does not hold a UUID (torn by a power cut under an older version, or
+/// damaged) is not used: it is reported, moved aside to `agent_id.bad`, and a new id is
+/// written — a receiver then sees a new agent, which is the truth.
 pub fn agent_id(config: &Config) -> Result<String> {
     if let Some(id) = &config.agent_id {
         return Ok(id.clone());
     }
     let path = config.data_dir.join("agent_id");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
+        Ok(s) if uuid::Uuid::try_parse(s.trim()).is_ok() => return Ok(s.trim().to_string()),
+        Ok(s) => {
+            let bad = config.data_dir.join("agent_id.bad");
+            tracing::error!(
+                path = %path.display(),
+                content = %s.escape_debug(),
+                moved_to = %bad.display(),
+                "agent_id file does not hold an agent id (torn or damaged); moving it aside and starting a new one: receivers see a new agent from here on",
+            );
+            std::fs::rename(&path, &bad).map_err(|e| Error::io("move aside agent id", &path, e))?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("read agent id", &path, e)),
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{id}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
+    crate::durable::write_atomic(&path, format!("{id}\n").as_bytes())
         .map_err(|e| Error::io("write agent id", &path, e))?;
     Ok(id)
 }
@@ -153,7 +164,7 @@ fn delivery_alerts(config: &Config) -> BTreeMap<String, api::DeliveryAlert> {
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let nofile = crate::descriptors::raise_nofile_limit();
     tracing::debug!(nofile, "open-files limit");
-    std::fs::create_dir_all(&config.data_dir)
+    crate::durable::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("create data_dir", &config.data_dir, e))?;
     let wal_path = wal_dir(&config.data_dir);
     let opts = config.wal.clone();
@@ -432,7 +443,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
             });
         }
         let state_dir = config.data_dir.join("sources").join(name);
-        std::fs::create_dir_all(&state_dir)
+        crate::durable::create_dir_all(&state_dir)
             .map_err(|e| Error::io("create source state dir", &state_dir, e))?;
         let ctx = SourceContext {
             name: name.clone(),
@@ -495,4 +506,47 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         stdin_watchers,
         grace: config.shutdown_timeout + Duration::from_secs(2),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path) -> Config {
+        Config::parse(&format!(
+            "data_dir = {:?}\n[sources.s]\ntype = \"stdin\"\n[sinks.c]\ntype = \"console\"\n",
+            dir.display().to_string()
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_agent_id_is_kept_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let first = agent_id(&config).unwrap();
+        assert!(uuid::Uuid::try_parse(&first).is_ok());
+        assert_eq!(agent_id(&config).unwrap(), first);
+        assert!(!dir.path().join("agent_id.tmp").exists());
+    }
+
+    #[test]
+    fn a_torn_agent_id_is_not_used_but_moved_aside_and_replaced() {
+        // What a power cut left under an older version: a prefix of the id.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent_id"), "cbe9").unwrap();
+        let config = config_in(dir.path());
+        let id = agent_id(&config).unwrap();
+        assert_ne!(id, "cbe9");
+        assert!(uuid::Uuid::try_parse(&id).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("agent_id.bad")).unwrap(),
+            "cbe9"
+        );
+        assert_eq!(agent_id(&config).unwrap(), id);
+        // An empty file (the rename survived, the data did not) is replaced too.
+        std::fs::write(dir.path().join("agent_id"), "").unwrap();
+        let again = agent_id(&config).unwrap();
+        assert!(uuid::Uuid::try_parse(&again).is_ok());
+    }
 }

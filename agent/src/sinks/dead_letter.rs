@@ -31,16 +31,16 @@ pub struct DeadLetterMeta {
 
 /// Stores one rejected batch. Returns the path of its NDJSON file.
 pub fn store(dir: &Path, meta: &DeadLetterMeta, ndjson: &[u8]) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create dead-letter directory", dir, e))?;
+    crate::durable::create_dir_all(dir)
+        .map_err(|e| Error::io("create dead-letter directory", dir, e))?;
     let stem = format!("{:020}-{:020}", meta.first_seq, meta.last_seq);
     let body_path = dir.join(format!("{stem}.ndjson"));
     let meta_path = dir.join(format!("{stem}.meta.json"));
     write_atomic(&body_path, ndjson)?;
     let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
     write_atomic(&meta_path, &meta_json)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    // The batch counts as handled only once both names are durable.
+    crate::durable::sync_dir(dir).map_err(|e| Error::io("sync dead-letter directory", dir, e))?;
     Ok(body_path)
 }
 
