@@ -193,8 +193,22 @@ impl Source {
                 return false;
             }
             // Moved or deleted: the next scan finds where it went.
-            Err(_) => return false,
+            Err(e) if super::scan::is_absent(&e) => return false,
+            Err(e) => {
+                if self.unopenable.insert(f.path.clone()) {
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %f.path.display(),
+                        error = %e,
+                        "cannot open a followed file again; it waits until it can be (nothing is skipped)",
+                    );
+                }
+                return false;
+            }
         };
+        if self.unopenable.remove(&f.path) {
+            tracing::info!(source = %self.name, path = %f.path.display(), "file can be opened now");
+        }
         match f.reopen(file, now, &mut self.head, &mut self.scratch) {
             Ok(Change::None) => true,
             Ok(change) => {
