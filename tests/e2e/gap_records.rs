@@ -89,9 +89,14 @@ async fn drop_oldest_overflow_leaves_no_hole_that_a_gap_record_does_not_describe
             "a gap event's events do not match its range: {g}"
         );
     }
-    // A batch read before its segment was dropped may still be delivered, so the log's own
-    // gap record can name seqs that arrived: reported, not asserted.
-    let arrived = event_seqs(&events, "seq");
+    // Every seq either arrived as an event or lies inside a gap record (the batch headers
+    // are not counted: only what a receiver can hold in its hand). A batch read before its
+    // segment was dropped may still be delivered, so a seq may be both: a duplicate, not a
+    // hole.
+    let mut arrived = event_seqs(&events, "seq");
+    let lines_arrived = arrived.len();
+    // A gap record holds a seq of its own.
+    arrived.extend(gaps.iter().filter_map(|g| g["seq"].as_u64()));
     let dropped: BTreeSet<u64> = gaps
         .iter()
         .flat_map(|g| {
@@ -99,10 +104,26 @@ async fn drop_oldest_overflow_leaves_no_hole_that_a_gap_record_does_not_describe
             a..=z
         })
         .collect();
+    let highest = *arrived.iter().max().unwrap();
+    assert!(highest >= last_seq, "the stream ends at {highest}");
+    let holes: Vec<u64> = (1..=highest)
+        .filter(|s| !arrived.contains(s) && !dropped.contains(s))
+        .collect();
     assert!(
-        arrived.len() < lines.len(),
+        holes.is_empty(),
+        "{} seqs neither arrived nor lie in a gap record: {:?}; gap records: {:?}; batch ranges: {:?}",
+        holes.len(),
+        holes,
+        gaps,
+        received_batches(&receiver.requests())
+            .iter()
+            .filter_map(|b| b.seq_range)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        lines_arrived < lines.len(),
         "{} of {} events arrived: nothing was dropped?",
-        arrived.len(),
+        lines_arrived,
         lines.len()
     );
 
@@ -111,20 +132,28 @@ async fn drop_oldest_overflow_leaves_no_hole_that_a_gap_record_does_not_describe
             "gapless_dropped_events_total",
             &[("reason", "wal_full_drop_oldest")],
         )
-        .await;
-    let dropped_status = status["wal"]["dropped_oldest_records"].as_u64();
-    eprintln!(
-        "dropped: /status wal.dropped_oldest_records = {dropped_status:?}, \
-         gapless_dropped_events_total{{reason=\"wal_full_drop_oldest\"}} = {dropped_metric:?}, \
-         {} seqs named by gap events, {} arrived, {} both",
-        dropped.len(),
-        arrived.len(),
-        arrived.intersection(&dropped).count()
+        .await
+        .expect("gapless_dropped_events_total{reason=\"wal_full_drop_oldest\"} is exported");
+    let dropped_status = status["wal"]["dropped_oldest_records"]
+        .as_u64()
+        .expect("/status wal.dropped_oldest_records");
+    assert_eq!(
+        dropped_metric, dropped_status as f64,
+        "the metric counts what the WAL dropped"
     );
-    assert!(
-        dropped_status > Some(0) || dropped_metric > Some(0.0),
-        "neither /status nor the metrics count the drops"
+    // drop_oldest removes whole oldest segments: the dropped seqs are 1..=dropped_status.
+    // Each of them was delivered before its segment went (read into a batch in memory) or is
+    // named by a gap record, and no gap record names a seq that was not dropped.
+    assert!(dropped_status > 0);
+    assert_eq!(
+        dropped.iter().max().copied(),
+        Some(dropped_status),
+        "gap records name exactly the dropped prefix"
     );
+    let named_or_delivered = (1..=dropped_status)
+        .filter(|s| dropped.contains(s) || arrived.contains(s))
+        .count() as u64;
+    assert_eq!(named_or_delivered, dropped_status);
     let gap_metric = agent
         .metric(
             "gapless_gap_records_total",
