@@ -114,7 +114,7 @@ enum DeadLetterCommand {
 
 #[derive(Debug, Subcommand)]
 enum WalCommand {
-    /// Segments, sizes, sequence numbers and each cursor's backlog, as JSON.
+    /// Segments, sizes, sequence numbers and each cursor's backlog, as JSON. Read-only.
     ///
     /// Example: gapless wal inspect --data-dir /var/lib/gapless
     Inspect {
@@ -122,8 +122,11 @@ enum WalCommand {
         #[arg(long, default_value = "/var/lib/gapless")]
         data_dir: PathBuf,
     },
-    /// Check every record's checksum; list damaged ranges and the sequence numbers lost.
-    /// Exits 1 if anything is damaged.
+    /// Check every segment header and record checksum; list damaged ranges and the
+    /// sequence numbers lost, and a dirty tail (bytes after the last record that hold no
+    /// record: no seq lost). Read-only: changes no file; refuses while an agent runs on the
+    /// WAL. Exits 0 if nothing is damaged (a dirty tail is not damage), 1 if something
+    /// is, 2 if the WAL could not be checked.
     ///
     /// Example: gapless wal verify --data-dir /var/lib/gapless
     Verify {
@@ -131,7 +134,7 @@ enum WalCommand {
         #[arg(long, default_value = "/var/lib/gapless")]
         data_dir: PathBuf,
     },
-    /// Print records as NDJSON.
+    /// Print records as NDJSON. Read-only.
     ///
     /// Example: gapless wal dump --data-dir /var/lib/gapless --from 1000 --limit 10
     Dump {
@@ -314,7 +317,16 @@ fn wal(command: WalCommand) -> ExitCode {
         WalCommand::Inspect { data_dir } => {
             crate::wal_tools::inspect(&data_dir, &mut out).map(|()| true)
         }
-        WalCommand::Verify { data_dir } => crate::wal_tools::verify(&data_dir, &mut out),
+        WalCommand::Verify { data_dir } => {
+            return match crate::wal_tools::verify(&data_dir, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("gapless: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         WalCommand::Dump {
             data_dir,
             from,

@@ -1,17 +1,28 @@
 //! `gapless wal inspect|verify|dump|forget-cursor`: looking into a WAL directory from the
-//! command line. They open the WAL, so they refuse (clearly) while an agent runs on it.
+//! command line. `inspect`, `verify` and `dump` open it read-only ([`ReadOnlyWal`]): they
+//! change no file, and refuse, naming the directory, while an agent has it open.
+//! `forget-cursor` writes, so it opens the WAL for writing, and refuses likewise.
 
 use std::io::Write;
 use std::path::Path;
 
-use gapless_wal::{RecordKind, Wal, WalOptions};
+use gapless_wal::{ReadOnlyWal, RecordKind, Wal, WalOptions};
 use serde_json::json;
 
 use crate::error::Result;
 use crate::event::{split_payload, Timestamp};
 use crate::pipeline::wal_dir;
 
-fn open(data_dir: &Path) -> Result<Wal> {
+/// Large bounds: a tool must never refuse or drop anything because of its own options.
+fn tool_options() -> WalOptions {
+    WalOptions {
+        max_bytes: u64::MAX / 4,
+        ..WalOptions::default()
+    }
+}
+
+/// The WAL directory of `data_dir`, which must exist.
+fn existing_wal_dir(data_dir: &Path) -> Result<std::path::PathBuf> {
     let dir = wal_dir(data_dir);
     if !dir.exists() {
         return Err(crate::Error::io(
@@ -23,17 +34,19 @@ fn open(data_dir: &Path) -> Result<Wal> {
             ),
         ));
     }
-    // Large bounds: a tool must never refuse or drop anything because of its own options.
-    let opts = WalOptions {
-        max_bytes: u64::MAX / 4,
-        ..WalOptions::default()
-    };
-    Ok(Wal::open(dir, opts)?)
+    Ok(dir)
+}
+
+fn open_read_only(data_dir: &Path) -> Result<ReadOnlyWal> {
+    Ok(ReadOnlyWal::open(
+        existing_wal_dir(data_dir)?,
+        tool_options(),
+    )?)
 }
 
 /// Segments, sizes, sequence numbers, cursors and their backlog, as JSON.
 pub fn inspect(data_dir: &Path, out: &mut dyn Write) -> Result<()> {
-    let wal = open(data_dir)?;
+    let wal = open_read_only(data_dir)?;
     let s = wal.stats()?;
     let cursors: Vec<_> = s
         .cursors
@@ -64,11 +77,22 @@ pub fn inspect(data_dir: &Path, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Checks every record; prints damaged ranges. Returns whether the WAL is clean.
+/// Checks every segment header and record; prints damaged headers and ranges with the
+/// seqs they cost, and bytes after the last record of the active segment that hold no
+/// record (a torn write or a dirty tail, which cost no seq). Returns whether the WAL is
+/// free of damage (a dirty tail is not damage).
 pub fn verify(data_dir: &Path, out: &mut dyn Write) -> Result<bool> {
-    let wal = open(data_dir)?;
+    let wal = open_read_only(data_dir)?;
     let report = wal.verify()?;
     for seg in &report.segments {
+        if seg.header_damaged {
+            let _ = writeln!(
+                out,
+                "DAMAGED {} header (offset 0 length 32): records read by the first seq in the file name, {}",
+                seg.path.display(),
+                seg.first_seq
+            );
+        }
         for d in &seg.damaged {
             let lost = d
                 .lost
@@ -83,22 +107,52 @@ pub fn verify(data_dir: &Path, out: &mut dyn Write) -> Result<bool> {
                 lost
             );
         }
+        if let Some(t) = seg.tail.filter(|t| t.dirty > 0) {
+            let _ = writeln!(
+                out,
+                "TAIL {} offset {}: dirty tail of {} after the last record, holding no record (a torn write or stray bytes), then {} of zeros reserved; the agent cuts them when it starts",
+                seg.path.display(),
+                t.offset,
+                bytes(t.dirty),
+                bytes(t.reserved)
+            );
+        }
     }
     let records: u64 = report.segments.iter().map(|s| s.records).sum();
     let clean = report.is_clean();
+    let damage = report
+        .segments
+        .iter()
+        .map(|s| s.damaged.len() + usize::from(s.header_damaged))
+        .sum::<usize>();
+    let dirty = report.dirty_tail_bytes();
     let _ = writeln!(
         out,
-        "{}: {} segments, {} intact records{}",
+        "{}: {} segments, {} intact records, last seq {}{}{}",
         if clean { "OK" } else { "DAMAGED" },
         report.segments.len(),
         records,
+        wal.next_seq().saturating_sub(1),
         if clean {
             String::new()
         } else {
-            format!(", {} damaged ranges", report.lost().len())
+            format!(", {damage} damaged ranges")
+        },
+        if dirty > 0 {
+            format!(", dirty tail of {}", bytes(dirty))
+        } else {
+            String::new()
         }
     );
     Ok(clean)
+}
+
+fn bytes(n: u64) -> String {
+    if n == 1 {
+        "1 byte".into()
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// Prints records as NDJSON from `from` on, at most `limit`.
@@ -108,7 +162,7 @@ pub fn dump(
     limit: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let wal = open(data_dir)?;
+    let wal = open_read_only(data_dir)?;
     let mut reader = wal.reader_from(from.unwrap_or(0));
     let mut left = limit.unwrap_or(u64::MAX);
     while left > 0 {
@@ -144,6 +198,6 @@ pub fn dump(
 
 /// Deletes a cursor (a sink removed from the config), releasing what only it held.
 pub fn forget_cursor(data_dir: &Path, name: &str) -> Result<bool> {
-    let wal = open(data_dir)?;
+    let wal = Wal::open(existing_wal_dir(data_dir)?, tool_options())?;
     Ok(wal.remove_cursor(name)?)
 }

@@ -28,3 +28,4 @@ mod shutdown;
 mod status;
 mod stdin;
 mod tls;
+mod wal_tools;

@@ -77,6 +77,26 @@ impl Cursor {
         }
     }
 
+    /// A reader from `seq` on (or from the oldest record, if `seq` is older) that is not a
+    /// durable cursor: it holds nothing back and its acks are not persisted.
+    pub(crate) fn reader_from(shared: &Arc<Shared>, seq: Seq) -> Cursor {
+        let oldest = {
+            let st = shared.lock();
+            st.segments
+                .front()
+                .map_or(st.published_next, |s| s.first_seq)
+        };
+        Cursor::new(
+            shared.clone(),
+            "reader".into(),
+            None,
+            CursorPosition {
+                next: seq.max(oldest),
+                hint: None,
+            },
+        )
+    }
+
     /// The cursor's name.
     pub fn name(&self) -> &str {
         &self.name

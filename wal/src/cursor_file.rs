@@ -101,17 +101,7 @@ impl CursorFile {
             .write(true)
             .open(path)
             .map_err(|e| Error::io("open cursor", path, e))?;
-        let mut best: Option<(u64, CursorPosition)> = None;
-        for slot in 0..2 {
-            let mut b = [0u8; SLOT_LEN];
-            let n = read_fully_at(&file, &mut b, slot * SLOT_STRIDE)
-                .map_err(|e| Error::io("read cursor", path, e))?;
-            if let Some((generation, pos)) = decode_slot(&b[..n]) {
-                if best.is_none_or(|(g, _)| generation > g) {
-                    best = Some((generation, pos));
-                }
-            }
-        }
+        let best = newest_slot(&file, path)?;
         let generation = best.map_or(0, |(g, _)| g);
         Ok((
             CursorFile {
@@ -156,6 +146,29 @@ impl CursorFile {
         self.generation = generation;
         Ok(())
     }
+}
+
+/// Reads a cursor file's position without opening it for writing (for a read-only open
+/// and for recovery). `Ok(None)`: neither slot is intact, as for [`CursorFile::load`].
+pub(crate) fn read_position(path: &Path) -> Result<Option<CursorPosition>> {
+    let file = File::open(path).map_err(|e| Error::io("open cursor", path, e))?;
+    Ok(newest_slot(&file, path)?.map(|(_, p)| p))
+}
+
+/// The intact slot with the highest generation, if any.
+fn newest_slot(file: &File, path: &Path) -> Result<Option<(u64, CursorPosition)>> {
+    let mut best: Option<(u64, CursorPosition)> = None;
+    for slot in 0..2 {
+        let mut b = [0u8; SLOT_LEN];
+        let n = read_fully_at(file, &mut b, slot * SLOT_STRIDE)
+            .map_err(|e| Error::io("read cursor", path, e))?;
+        if let Some((generation, pos)) = decode_slot(&b[..n]) {
+            if best.is_none_or(|(g, _)| generation > g) {
+                best = Some((generation, pos));
+            }
+        }
+    }
+    Ok(best)
 }
 
 fn read_fully_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {

@@ -26,6 +26,16 @@ pub enum Error {
         /// The directory whose lock is taken.
         dir: PathBuf,
     },
+    /// A read-only open ([`crate::ReadOnlyWal`]) found the directory in use by a process
+    /// that has it open for writing (a running agent): its files change under a reader, so
+    /// nothing is read.
+    #[error(
+        "WAL directory {dir} is in use by a running process (a gapless agent?); stop it to read the WAL from the command line, or use `gapless status`"
+    )]
+    InUse {
+        /// The directory whose lock is taken.
+        dir: PathBuf,
+    },
     /// A file in the directory was written by a newer, incompatible format.
     #[error("{path} has WAL format version {found}; this build reads version {supported}")]
     UnsupportedVersion {

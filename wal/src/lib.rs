@@ -14,6 +14,8 @@
 //! - [`Cursor`] is a named, durable read position: [`Cursor::read`] streams records onward
 //!   and wakes as soon as records are published; [`Cursor::ack`] persists the position.
 //! - [`Record`] is what readers get: an event or a gap ([`Gap`]).
+//! - [`ReadOnlyWal`] opens a log to look at it (stats, [`VerifyReport`], readers) without
+//!   changing any file: for tools.
 //!
 //! ```no_run
 //! # async fn demo() -> gapless_wal::Result<()> {
@@ -65,16 +67,25 @@
 //!
 //! ## Recovery rules
 //! 1. Open takes an exclusive lock on `wal.lock`; a second process gets
-//!    [`Error::Locked`] naming the directory.
-//! 2. Only the active (newest) segment is scanned. Bytes after its last intact record are
-//!    a torn tail and are cut off — except a last record whose header is intact and whose
-//!    bytes are all present: it is damage, not a torn write, and keeps its sequence number.
-//!    Sealed segments are only listed, so open time does not grow with the backlog.
+//!    [`Error::Locked`] naming the directory. [`ReadOnlyWal::open`] takes it shared and
+//!    gets [`Error::InUse`] while a writer holds it.
+//! 2. Only the active (newest) segment is scanned. What follows its last intact record is
+//!    weighed (`recovery/tail.rs`): damaged records keep their seqs only on evidence that
+//!    they were written — a header right where the next record starts, carrying exactly the
+//!    next seq, with its bytes all present (bit rot, not a torn write), and a damaged run
+//!    from such a record to the end of a segment trimmed at close. Everything else — a torn
+//!    write, bytes in the zeros reserved ahead of the appender, garbage after the last
+//!    intact record — is a torn or dirty tail: it costs no seq, and a read-write open cuts
+//!    it. Sealed segments are only listed, so open time does not grow with the backlog.
 //! 3. Damage anywhere else is left in place. A reader that meets it resynchronises at the
 //!    next intact record (it scans for the record magic and trusts a candidate only if
 //!    its length, sequence number and checksum agree), so a damaged run costs the records it
 //!    overlaps and no more. The lost sequence numbers are handed to the reader as a gap
 //!    record with reason `wal_corrupt` — never a panic, a loop or a refusal to start.
+//!    **A gap names only seqs bounded by evidence**: an intact record or the segment's file
+//!    name (its first seq) before, an intact record or the next segment's file name after
+//!    — never a seq read from a damaged header or record. A segment whose own header is
+//!    damaged is read all the same, its first seq taken from its file name.
 //! 4. A full disk (`ENOSPC`) during an append cuts the segment back to where it was; under
 //!    `block` the append waits and is retried, otherwise it fails with
 //!    [`Error::DiskFull`]. Appending resumes by itself once space returns.
@@ -89,6 +100,7 @@ mod cursor;
 mod cursor_file;
 mod error;
 mod options;
+mod read_only;
 mod record;
 mod recovery;
 mod retention;
@@ -96,6 +108,7 @@ mod segment;
 mod shared;
 mod stats;
 mod syncer;
+mod verify;
 mod wal;
 
 pub use append::{Appender, PendingAppend};
@@ -103,8 +116,10 @@ pub use batch::{AppendBatch, SeqRange};
 pub use cursor::Cursor;
 pub use error::{Error, Result};
 pub use options::{Durability, WalOptions, WhenFull};
+pub use read_only::ReadOnlyWal;
 pub use record::{Gap, GapReason, Record, RecordKind, Seq, RECORD_HEADER_LEN};
 pub use recovery::LOCK_FILE;
 pub use segment::{FORMAT_VERSION, SEGMENT_HEADER_LEN};
-pub use stats::{CursorStats, DamagedRange, SegmentReport, Stats, VerifyReport};
+pub use stats::{CursorStats, Stats};
+pub use verify::{DamagedRange, SegmentReport, TailReport, VerifyReport};
 pub use wal::Wal;

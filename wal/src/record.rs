@@ -164,6 +164,31 @@ pub(crate) fn decode(buf: &[u8], max_payload: usize) -> Decoded {
     }
 }
 
+/// What the header at the start of `buf` says, unchecked: for weighing a record that failed
+/// its checksum as evidence (see `recovery::tail`), never for reading one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UncheckedHeader {
+    /// The magic is intact.
+    pub magic: bool,
+    /// The kind is a known one and the reserved bytes are zero.
+    pub kind: bool,
+    /// The payload length it states.
+    pub len: usize,
+    /// The sequence number it states.
+    pub seq: Seq,
+}
+
+/// The unchecked header at the start of `buf`; `None` if `buf` is shorter than a header.
+pub(crate) fn unchecked_header(buf: &[u8]) -> Option<UncheckedHeader> {
+    let h = buf.get(..RECORD_HEADER_LEN)?;
+    Some(UncheckedHeader {
+        magic: h[0..4] == RECORD_MAGIC,
+        kind: RecordKind::from_byte(h[12]).is_some() && h[13..16] == [0, 0, 0],
+        len: u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize,
+        seq: u64_at(h, 16),
+    })
+}
+
 fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&buf[at..at + 8]);

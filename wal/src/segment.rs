@@ -68,13 +68,17 @@ pub(crate) fn encode_header(first_seq: Seq, created: u64) -> [u8; SEGMENT_HEADER
 pub(crate) enum HeaderCheck {
     /// Intact, and it agrees with the file name.
     Valid,
-    /// Damaged (or disagreeing with the name), but the magic says it is ours: the records
-    /// are still read, trusting the file name for the first sequence number.
+    /// Damaged or disagreeing with the name, in a file that is ours (its magic is intact,
+    /// or it holds an intact record): its records are still read, and its first sequence
+    /// number is taken from its name, never from the damaged header.
     Damaged,
-    /// Not a segment of ours at all.
+    /// No segment magic and no intact record: not a segment of ours, or one that holds
+    /// nothing any more. Ignored.
     Foreign,
 }
 
+/// Checks the header bytes of the segment `path`. Without the magic, the answer is
+/// [`HeaderCheck::Foreign`]; the caller may still find records in it.
 pub(crate) fn check_header(path: &Path, bytes: &[u8], first_seq: Seq) -> Result<HeaderCheck> {
     if bytes.len() < SEGMENT_HEADER_LEN || bytes[0..8] != SEGMENT_MAGIC {
         return Ok(HeaderCheck::Foreign);
@@ -128,6 +132,24 @@ pub(crate) fn create_segment(dir: &Path, first_seq: Seq, now: u64) -> Result<Fil
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &path, e))?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// Whether the segment `path` (of `len` bytes) holds at least one intact record.
+pub(crate) fn holds_a_record(
+    path: &Path,
+    first_seq: Seq,
+    len: u64,
+    max_payload: usize,
+) -> Result<bool> {
+    let mut scanner = SegmentScanner::open(path.to_path_buf(), first_seq, max_payload)?;
+    scanner.set_limit(len, None);
+    loop {
+        match scanner.next()? {
+            ScanItem::Record { .. } => return Ok(true),
+            ScanItem::Damaged { .. } => {}
+            ScanItem::End => return Ok(false),
+        }
+    }
 }
 
 /// One step of a [`SegmentScanner`].

@@ -18,8 +18,9 @@ use crate::record::Seq;
 use crate::recovery;
 use crate::retention;
 use crate::shared::{Counters, CursorEntry, Shared, State};
-use crate::stats::{self, Stats, VerifyReport};
+use crate::stats::{self, Stats};
 use crate::syncer::SyncQueue;
+use crate::verify::{self, VerifyReport};
 
 /// An open write-ahead log. Dropping it closes it (see [`Wal::close`]).
 pub struct Wal {
@@ -175,21 +176,7 @@ impl Wal {
     /// A reader from `seq` on (or from the oldest record, if `seq` is older) that is not a
     /// durable cursor: it holds nothing back and its acks are not persisted. For tools.
     pub fn reader_from(&self, seq: Seq) -> Cursor {
-        let oldest = {
-            let st = self.shared.lock();
-            st.segments
-                .front()
-                .map_or(st.published_next, |s| s.first_seq)
-        };
-        Cursor::new(
-            self.shared.clone(),
-            "reader".into(),
-            None,
-            CursorPosition {
-                next: seq.max(oldest),
-                hint: None,
-            },
-        )
+        Cursor::reader_from(&self.shared, seq)
     }
 
     /// The names of all cursors, open or not.
@@ -222,9 +209,11 @@ impl Wal {
         stats::stats(&self.shared)
     }
 
-    /// Reads every record of every segment and reports damaged ranges.
+    /// Reads every record of every segment and reports damaged headers and ranges. (Open
+    /// has already cut what followed the records of the active segment; to see that too,
+    /// and to change nothing, use [`crate::ReadOnlyWal`].)
     pub fn verify(&self) -> Result<VerifyReport> {
-        stats::verify(&self.shared)
+        verify::verify(&self.shared, None)
     }
 
     /// The sequence number the next appended record will get, as far as readers know.

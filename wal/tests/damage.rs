@@ -1,6 +1,8 @@
 //! Damaged files: torn tails, flipped bits and overwritten runs, in sealed and active
 //! segments. Open must succeed, readers get every intact record plus gap records naming
-//! exactly the lost seqs, and the loss stays within the damaged records.
+//! exactly the lost seqs, and the loss stays within the damaged records. A gap names only
+//! seqs bounded by evidence: damaged headers cost none, and bytes after the last record
+//! of a segment are never taken for records.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use gapless_wal::{GapReason, Wal};
+use gapless_wal::{GapReason, ReadOnlyWal, Wal};
 
 const LEN: usize = 200;
 
@@ -193,4 +195,187 @@ fn a_deleted_sealed_segment_becomes_a_gap_not_a_silent_hole() {
     let expected: Vec<u64> = layout.iter().map(|x| x.2).collect();
     assert_eq!(lost, expected);
     assert!(gaps(&got).iter().all(|g| g.reason == GapReason::Missing));
+}
+
+/// Reads the log without changing it: the verify report and every record from the oldest.
+fn read_only(dir: &Path) -> (gapless_wal::VerifyReport, Vec<gapless_wal::Record>) {
+    let wal = ReadOnlyWal::open(dir, small()).unwrap();
+    let report = wal.verify().unwrap();
+    let mut reader = wal.reader_from(0);
+    (report, drain(&mut reader))
+}
+
+/// No gap record names a seq that was never written.
+fn assert_no_seq_above(records: &[gapless_wal::Record], last: u64, what: &str) {
+    for g in gaps(records) {
+        let (_, z) = g.seqs.unwrap();
+        assert!(
+            z <= last,
+            "{what}: a gap names seq {z}, above the last written, {last}: {g:?}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_segment_header_costs_no_seq_and_verify_names_the_header() {
+    let base = written_log(1000);
+    let segs = segment_files(base.path());
+    let n = segs.len();
+    assert!(n >= 4);
+    let cases: Vec<(&str, u64, usize, Option<u8>)> = vec![
+        ("magic", 0, 1, None),
+        ("version", 8, 1, None),
+        ("first_seq", 13, 1, None),
+        ("created", 21, 1, None),
+        ("checksum", 29, 1, None),
+        ("whole header zeroed", 0, 32, Some(0x00)),
+        ("whole header overwritten", 0, 32, Some(0x5A)),
+    ];
+    for idx in [0, n / 2, n - 1] {
+        for (what, offset, len, fill) in &cases {
+            let what = format!("segment {idx}, {what}");
+            let dir = copy_dir(base.path());
+            let seg = dir.path().join(segs[idx].file_name().unwrap());
+            match fill {
+                Some(b) => overwrite(&seg, *offset, *len, *b),
+                None => flip_bit(&seg, *offset, 1),
+            }
+            let (report, got) = read_only(dir.path());
+            assert!(report.lost().is_empty(), "{what}: {:?}", report.lost());
+            let flagged: Vec<usize> = (0..n)
+                .filter(|&i| report.segments[i].header_damaged)
+                .collect();
+            assert_eq!(flagged, vec![idx], "{what}");
+            assert!(!report.is_clean(), "{what}");
+            assert!(check_stream(&got, 1000, LEN).is_empty(), "{what}");
+
+            let got = read_all(dir.path());
+            assert!(check_stream(&got, 1000, LEN).is_empty(), "{what}");
+            let wal = Wal::open(dir.path(), small()).unwrap();
+            let r = wal
+                .appender()
+                .append_blocking(batch_of(1000..1001, LEN))
+                .unwrap();
+            assert_eq!(r.first, 1001, "{what}");
+        }
+    }
+}
+
+#[test]
+fn damage_from_a_segment_header_into_its_records_loses_seqs_from_its_file_name_on() {
+    let base = written_log(1000);
+    let segs = segment_files(base.path());
+    let dir = copy_dir(base.path());
+    let seg = dir.path().join(segs[1].file_name().unwrap());
+    let layout = record_layout(&seg);
+    // The header, the first two records and 10 bytes of the third.
+    let len = layout[2].0 + 10;
+    overwrite(&seg, 0, len as usize, 0x5A);
+    let expected: Vec<u64> = layout[..3].iter().map(|r| r.2).collect();
+    let first_seq: u64 = segs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expected[0], first_seq);
+
+    let (report, got) = read_only(dir.path());
+    assert_eq!(report.lost(), vec![(expected[0], expected[2])]);
+    assert_eq!(check_stream(&got, 1000, LEN), expected);
+    let got = read_all(dir.path());
+    assert_eq!(check_stream(&got, 1000, LEN), expected);
+    assert_eq!(gaps(&got)[0].seqs, Some((expected[0], expected[2])));
+}
+
+#[test]
+fn damage_at_the_very_end_of_a_sealed_segment_costs_exactly_its_last_record() {
+    let base = written_log(1000);
+    let segs = segment_files(base.path());
+    let name = segs[1].file_name().unwrap();
+    let layout = record_layout(&segs[1]);
+    let (last_off, last_total, last_seq) = *layout.last().unwrap();
+    let file_len = last_off + last_total;
+    enum Harm {
+        Overwrite(u64, usize, u8),
+        Flip(u64),
+        Truncate(u64),
+    }
+    let cases = vec![
+        ("last byte flipped", Harm::Flip(file_len - 1)),
+        (
+            "last 40 bytes zeroed",
+            Harm::Overwrite(file_len - 40, 40, 0),
+        ),
+        (
+            "last record's header overwritten",
+            Harm::Overwrite(last_off, 32, 0x5A),
+        ),
+        ("last record's seq flipped", Harm::Flip(last_off + 16)),
+        ("last record's length flipped", Harm::Flip(last_off + 9)),
+        ("last 10 bytes cut off", Harm::Truncate(file_len - 10)),
+        (
+            "all but the last record's first byte cut off",
+            Harm::Truncate(last_off + 1),
+        ),
+    ];
+    for (what, harm) in cases {
+        let dir = copy_dir(base.path());
+        let seg = dir.path().join(name);
+        match harm {
+            Harm::Overwrite(at, len, b) => overwrite(&seg, at, len, b),
+            Harm::Flip(at) => flip_bit(&seg, at, 4),
+            Harm::Truncate(len) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(len)
+                .unwrap(),
+        }
+        let (report, got) = read_only(dir.path());
+        assert_eq!(report.lost(), vec![(last_seq, last_seq)], "{what}");
+        assert_eq!(check_stream(&got, 1000, LEN), vec![last_seq], "{what}");
+
+        let got = read_all(dir.path());
+        assert_eq!(check_stream(&got, 1000, LEN), vec![last_seq], "{what}");
+        let g = gaps(&got);
+        assert_eq!(g.len(), 1, "{what}");
+        assert_eq!(g[0].reason, GapReason::Corrupt, "{what}");
+        assert_eq!(g[0].seqs, Some((last_seq, last_seq)), "{what}");
+    }
+}
+
+#[test]
+fn bytes_after_the_last_record_of_a_segment_cost_no_seq() {
+    let base = written_log(1000);
+    let segs = segment_files(base.path());
+    for (idx, fill) in [(1usize, 0x5Au8), (1, 0x00), (segs.len() - 1, 0x5A)] {
+        let what = format!("segment {idx} of {}, 100 bytes of {fill:#04x}", segs.len());
+        let dir = copy_dir(base.path());
+        let seg = dir.path().join(segs[idx].file_name().unwrap());
+        let len = std::fs::metadata(&seg).unwrap().len();
+        overwrite(&seg, len, 100, fill);
+
+        let (report, got) = read_only(dir.path());
+        assert!(report.lost().is_empty(), "{what}: {:?}", report.lost());
+        assert!(gaps(&got).is_empty(), "{what}");
+        assert!(check_stream(&got, 1000, LEN).is_empty(), "{what}");
+        assert_no_seq_above(&got, 1000, &what);
+        if idx == segs.len() - 1 {
+            assert!(report.is_clean(), "{what}: a dirty tail is not damage");
+            assert_eq!(report.dirty_tail_bytes(), 100, "{what}");
+        }
+
+        let wal = Wal::open(dir.path(), small()).unwrap();
+        let mut c = wal.cursor("reader").unwrap();
+        let r = wal
+            .appender()
+            .append_blocking(batch_of(1000..1001, LEN))
+            .unwrap();
+        assert_eq!(r.first, 1001, "{what}");
+        let got = drain(&mut c);
+        assert!(gaps(&got).is_empty(), "{what}: {:?}", gaps(&got));
+        assert!(check_stream(&got, 1001, LEN).is_empty(), "{what}");
+    }
 }
