@@ -257,7 +257,7 @@ pub(crate) fn place_lost_cursors(cursors: &mut BTreeMap<String, CursorEntry>, ol
 /// reserved zeros; damaged records proven by evidence stay, see `tail`), and opens or
 /// creates the active segment.
 pub(crate) fn open(dir: &Path, max_payload: usize) -> Result<Recovered> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("create WAL directory", dir, e))?;
+    crate::segment::create_dir_durable(dir)?;
     let lock = lock_dir(dir)?;
     let Survey {
         mut segments,
