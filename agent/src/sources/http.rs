@@ -1,13 +1,15 @@
 //! The HTTP source: `POST` NDJSON, a JSON array (or object), or plain text lines, optionally
 //! gzip-compressed. The answer is 200 only once every event of the request is durable in
 //! the WAL; a malformed request gets 400 naming the problem and nothing of it is ingested;
-//! 413 over `max_body_bytes`; 503 with `Retry-After` when the WAL is full (policy `block`)
-//! or the disk is; 401 on a wrong or missing token.
+//! 413 over `max_body_bytes` (plain, chunked or once gunzipped); 503 with `Retry-After` when
+//! the WAL is full (policy `block`) or the disk is; 401 on a wrong or missing token. Every
+//! answer other than 200 is `{"error": "…"}`.
 
 use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,8 +69,20 @@ fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn ingest(State(h): State<Arc<Handler>>, headers: HeaderMap, body: Bytes) -> Response {
-    let resp = ingest_inner(&h, &headers, body).await;
+async fn ingest(
+    State(h): State<Arc<Handler>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let resp = match body {
+        Ok(body) => ingest_inner(&h, &headers, body).await,
+        // Over `max_body_bytes` by its Content-Length, or while a chunked body was read.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds max_body_bytes ({} bytes)", h.max_body_bytes),
+        ),
+        Err(e) => answer(e.status(), e.body_text()),
+    };
     if !resp.status().is_success() {
         h.ctx
             .metrics
