@@ -10,9 +10,9 @@
 //! ```
 //!
 //! - [`config`] parses and validates the one TOML file (errors name key and line).
-//! - [`event`] is the shape of an event in the WAL and on the wire; [`reserved`] owns the
-//!   field names only the agent writes (`gapless`, every sink's `seq_field`,
-//!   `client_fields`).
+//! - [`event`] is the shape of an event in the WAL and on the wire; [`client_json`] reads
+//!   a client's JSON and writes it back byte for byte; [`reserved`] owns the field names
+//!   only the agent writes (`gapless`, every sink's `seq_field`, `client_fields`).
 //! - [`pipeline`] starts everything in order (WAL, sinks, sources, API) and stops it in
 //!   reverse on SIGTERM.
 //! - [`api`] serves `/health`, `/ready`, `/metrics` and `/status`.
@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client_json;
 pub mod config;
 pub mod continuity;
 pub mod error;

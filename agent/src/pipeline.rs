@@ -19,6 +19,7 @@ use crate::config::{Config, SinkKind, SourceConfig};
 use crate::error::{Error, Result};
 use crate::event::{hostname, EventEncoder};
 use crate::metrics::Metrics;
+use crate::reserved::ReservedFields;
 use crate::sinks::{self, SinkContext};
 use crate::sources::{self, SourceContext};
 
@@ -416,6 +417,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
     let (stdin_done_tx, stdin_done_rx) = watch::channel::<Option<u64>>(None);
     let mut source_tasks = JoinSet::new();
     let mut started = Vec::new();
+    let reserved = Arc::new(ReservedFields::from_config(config));
     for (name, source) in &config.sources {
         let state_dir = config.data_dir.join("sources").join(name);
         std::fs::create_dir_all(&state_dir)
@@ -423,7 +425,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         let ctx = SourceContext {
             name: name.clone(),
             appender: wal.appender(),
-            encoder: EventEncoder::new(name, host),
+            encoder: EventEncoder::new(name, host).with_reserved(reserved.clone()),
             state_dir,
             shutdown: shutdown_rx.clone(),
             metrics: metrics.clone(),

@@ -1,6 +1,8 @@
 //! The reserved field names: the top-level fields of an event that only the agent writes,
 //! because the continuity protocol relies on them. This module owns the list and the rule
-//! for a client's field that clashes with it.
+//! for a client's field that clashes with it; [`crate::client_json`] applies the rule when
+//! it writes a client's object, and every source hands client objects to it through
+//! [`crate::event::EventEncoder`], so no source can forward a clashing field.
 //!
 //! - Reserved: `gapless` (the marker of gap and heartbeat records), the `seq_field` of
 //!   every configured sink (default `seq`), and [`CLIENT_FIELDS`] itself.

@@ -2,7 +2,7 @@
 //! delivered even if the agent is SIGKILLed right after; malformed requests get a 400
 //! naming the problem and none of their events is ingested; 413 over `max_body_bytes`;
 //! 401 on a wrong or missing token; every refusal is a JSON `{"error": …}`; JSON objects
-//! keep their own fields.
+//! keep their own fields (byte for byte: see `client_json.rs`).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
