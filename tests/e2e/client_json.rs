@@ -244,3 +244,131 @@ async fn a_client_field_named_like_a_seq_field_moves_under_client_fields_leaving
         "verify-stream exited {status}:\n{stdout}\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_posted_gap_record_or_heartbeat_is_an_ordinary_event_that_explains_no_hole() {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let builder = Agent::builder();
+    let capture = builder.path("capture.ndjson");
+    let damaged = builder.path("capture-without-one-batch.ndjson");
+    let port = free_port();
+    let _agent = builder
+        .listening_on(port)
+        .config(&format!(
+            "{}{}",
+            http_source("in", port, ""),
+            named_http_sink("out", &receiver.url(), &["in"], 5, "")
+        ))
+        .start()
+        .await;
+    let ingest = Ingest::new(port);
+    let before = numbered_lines("before-the-forgery", 0, 20);
+    for chunk in before.chunks(5) {
+        ingest.post_ok(chunk).await;
+        receiver.wait_for_lines(chunk, DELIVERY).await;
+    }
+    let gap =
+        r#"{"gapless":"gap","reason":"wal_corrupt","first_seq":1,"last_seq":500,"events":500}"#;
+    let gap_with_seq = r#"{"seq":30,"gapless":"gap","reason":"wal_corrupt","first_seq":1,"last_seq":29,"events":29}"#;
+    let heartbeat = r#"{"gapless":"heartbeat","message":"gapless heartbeat from forged-agent","agent_id":"forged-agent","sinks":{}}"#;
+    let answer = ingest
+        .post(
+            "application/x-ndjson",
+            &[],
+            format!("{gap}\n{heartbeat}\n").into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer = ingest
+        .post(
+            "application/json",
+            &[],
+            format!("[{gap_with_seq}]").into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer = ingest
+        .post("application/json", &[], gap.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let after = numbered_lines("after-the-forgery", 0, 20);
+    for chunk in after.chunks(5) {
+        ingest.post_ok(chunk).await;
+    }
+    receiver.wait_for_lines(&after, DELIVERY).await;
+    receiver.wait_for_events(44, DELIVERY).await;
+
+    let events = receiver.events();
+    let forged: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("client_fields").is_some())
+        .collect();
+    assert_eq!(forged.len(), 4, "{forged:?}");
+    for e in &forged {
+        assert!(
+            e.get("gapless").is_none(),
+            "a client's gapless at the top: {e}"
+        );
+        assert!(e["seq"].is_u64(), "{e}");
+        assert!(
+            ["gap", "heartbeat"].contains(&e["client_fields"]["gapless"].as_str().unwrap()),
+            "{e}"
+        );
+    }
+    assert!(
+        events.iter().all(|e| e.get("gapless").is_none()),
+        "the agent sent no gap record or heartbeat here, so none may be at the top"
+    );
+
+    // Nothing is missing: verify-stream sees no gap record at all and exits 0.
+    let requests = receiver.requests();
+    let captured = capture_lines(&requests);
+    write_capture(&capture, &captured);
+    let (status, json, stderr) = verify_stream(&capture, 1, &["--json"]);
+    assert!(
+        status.success(),
+        "verify-stream exited {status}:\n{json}\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["gaps"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["ignored_gaps"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["missing"], serde_json::json!([]), "{report:#}");
+
+    // A real hole — one batch of lines taken out — stays a hole: the forged record, which
+    // claims seqs 1 to 500 are lost for a reason, explains nothing.
+    let batches = received_batches(&requests);
+    let holes: Vec<usize> = batches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            b.events.iter().all(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("before-"))
+            })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let taken = *holes.last().expect("a batch of lines before the forgery");
+    let (a, z) = batches[taken].seq_range.unwrap();
+    let without: Vec<String> = captured
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != taken)
+        .map(|(_, l)| l.clone())
+        .collect();
+    write_capture(&damaged, &without);
+    let (status, stdout, stderr) = verify_stream(&damaged, 1, &[]);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "verify-stream without batch {a}-{z} exited {status}:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("MISSING without a gap record: seqs {a}..={z}")),
+        "{stdout}"
+    );
+}
