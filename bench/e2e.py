@@ -11,8 +11,14 @@ and per-file costs); --nofile N starts the agent with `ulimit -n N` (soft and ha
 
 With --outage-gib G the receiver is started only after the agent has built a backlog of
 about G GiB in its WAL, to show that memory does not grow with the backlog.
+
+With --source http the N events are JSON objects of about 200 bytes instead, posted as
+NDJSON bodies of --events-per-request events by --clients keep-alive connections to an http
+source; it also prints the rate at which the source answered 200 (events durable in the WAL).
+
+    python3 bench/e2e.py --source http [--lines 1000000] [--events-per-request 1000] [--clients 2]
 """
-import argparse, os, resource, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, http.client, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +52,54 @@ def wal_bytes(api_port):
         pass
     return 0.0
 
+def http_bodies(n, per_request):
+    """NDJSON bodies of JSON objects of about 200 bytes: strings, integers, a float, a
+    nested object and an array, as an application would send them."""
+    obj = ('{"message":"item added to cart","level":"info","service":"checkout","request_id":%d,'
+           '"user":{"id":42,"plan":"pro"},"path":"/api/v1/cart/items","status":200,'
+           '"latency_ms":12.5,"bytes":5123,"tags":["web","eu-west-1"],"pad":"')
+    bodies, i = [], 0
+    while i < n:
+        k = min(per_request, n - i)
+        lines = []
+        for j in range(i, i + k):
+            o = obj % j
+            lines.append(o + "x" * max(0, 197 - len(o)) + '"}')
+        bodies.append(("\n".join(lines) + "\n").encode())
+        i += k
+    return bodies
+
+def post_all(port, bodies, clients):
+    """Posts every body (each once) over `clients` keep-alive connections; returns the
+    seconds until the last one was answered 200."""
+    todo = list(reversed(bodies))
+    lock = threading.Lock()
+    errors = []
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                body = todo.pop()
+            while True:
+                conn.request("POST", "/", body=body, headers={"content-type": "application/x-ndjson"})
+                r = conn.getresponse()
+                answer = r.read()
+                if r.status == 200:
+                    break
+                if r.status != 503:
+                    errors.append(f"{r.status} {answer[:200]!r}")
+                    return
+                time.sleep(0.05)
+    t0 = time.time()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    if errors:
+        sys.exit(f"the http source refused a request: {errors[0]}")
+    return time.time() - t0
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=2_000_000)
@@ -53,25 +107,38 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--files", type=int, default=1)
     ap.add_argument("--nofile", type=int, default=0)
+    ap.add_argument("--source", choices=["file", "http"], default="file")
+    ap.add_argument("--events-per-request", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
     args = ap.parse_args()
+    if args.source == "http" and args.outage_gib > 0:
+        sys.exit("--outage-gib goes with --source file")
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gapless", "--bin", "gapless", "--example", "count_receiver"], cwd=ROOT, check=True)
-    exe = os.path.join(ROOT, "target", "release", "gapless")
+    exe = args.agent or os.path.join(ROOT, "target", "release", "gapless")
     recv_exe = os.path.join(ROOT, "target", "release", "examples", "count_receiver")
 
     work = tempfile.mkdtemp(prefix="gapless-bench-", dir=os.path.join(ROOT, "target"))
     logdir = os.path.join(work, "logs"); os.makedirs(logdir)
     line = (b"2026-11-26T12:00:00.000Z INFO  service=checkout request_id=%010d user=42 "
             b"path=/api/v1/cart/items status=200 latency_ms=12 bytes=5123 msg=\"item added to cart\" pad=")
-    per_file = -(-args.lines // args.files)
-    raw_bytes = 0
-    for n in range(args.files):
-        log = os.path.join(logdir, "app.log" if args.files == 1 else f"app-{n:06}.log")
-        with open(log, "wb") as f:
-            for i in range(n * per_file, min(args.lines, (n + 1) * per_file)):
-                l = line % i
-                f.write(l + b"x" * (199 - len(l)) + b"\n")
-        raw_bytes += os.path.getsize(log)
+    if args.source == "file":
+        per_file = -(-args.lines // args.files)
+        raw_bytes = 0
+        for n in range(args.files):
+            log = os.path.join(logdir, "app.log" if args.files == 1 else f"app-{n:06}.log")
+            with open(log, "wb") as f:
+                for i in range(n * per_file, min(args.lines, (n + 1) * per_file)):
+                    l = line % i
+                    f.write(l + b"x" * (199 - len(l)) + b"\n")
+            raw_bytes += os.path.getsize(log)
+        source = f'type = "file"\ninclude = ["{logdir}/*.log"]'
+    else:
+        bodies = http_bodies(args.lines, args.events_per_request)
+        raw_bytes = sum(len(b) for b in bodies)
+        http_port = free_port()
+        source = f'type = "http"\naddress = "127.0.0.1:{http_port}"\nmax_body_bytes = "64MiB"'
 
     recv_port, api_port = free_port(), free_port()
     cfg = os.path.join(work, "gapless.toml")
@@ -84,8 +151,7 @@ address = "127.0.0.1:{api_port}"
 durability = "always"
 max_bytes = "8GiB"
 [sources.app]
-type = "file"
-include = ["{logdir}/*.log"]
+{source}
 [sinks.platform]
 type = "http"
 uri = "http://127.0.0.1:{recv_port}/ingest"
@@ -103,7 +169,21 @@ level = "warn"
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))) if args.nofile else None
     agent = subprocess.Popen([exe, "run", "--config", cfg], stderr=open(os.path.join(work, "agent.log"), "wb"), preexec_fn=limit)
     peak_backlog_rss = None
+    ingest_took = None
     try:
+        if args.source == "http":
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/ready", timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.time() - t0 > 60:
+                    sys.exit("the agent never became ready")
+                time.sleep(0.05)
+            t0 = time.time()
+            ingest_took = post_all(http_port, bodies, args.clients)
         if args.outage_gib > 0:
             target = args.outage_gib * (1 << 30)
             while wal_bytes(api_port) < target:
@@ -129,11 +209,13 @@ level = "warn"
         agent.wait(timeout=30)
         if recv:
             recv.terminate()
+    if ingest_took is not None:
+        print(f"http source: {args.lines / ingest_took:,.0f} events/s answered 200 ({raw_bytes / ingest_took / 1e6:.1f} MB/s of bodies)")
     print(f"lines:     {args.lines}")
     print(f"seconds:   {took:.2f}")
     print(f"lines/s:   {args.lines / took:,.0f}")
     print(f"MB/s:      {raw_bytes / took / 1e6:.1f} (raw lines)")
-    print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores)")
+    print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores, {cpu / args.lines * 1e6:.2f} µs per event)")
     print(f"peak RSS:  {hwm / (1 << 20):.1f} MiB")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

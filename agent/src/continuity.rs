@@ -7,11 +7,26 @@
 //! it and records the sink's `inputs` filter skipped. Anything lost on the way is described
 //! by a gap event (`"gapless":"gap"` with `first_seq`/`last_seq`). So a stream is whole when
 //! the union of batch ranges, event seqs and gap ranges has no hole.
+//!
+//! What the checker trusts, and why:
+//! - Batch ranges (`Gapless-Seq-Range`): headers only the agent sets.
+//! - An event's seq: the top-level seq field, which only the agent writes (a client's field
+//!   of that name is moved under `client_fields`, see [`crate::reserved`]).
+//! - A gap event only when it is the agent's: a top-level `"gapless":"gap"` (only the agent
+//!   writes a top-level `gapless`; a client's arrives as `client_fields.gapless`, an
+//!   ordinary event), carrying its own seq like every record the agent sends, and naming
+//!   either no seqs or `first_seq <= last_seq <= its own seq` — the agent writes a gap
+//!   record at or after the seqs it describes, never before them. Any other gap-looking
+//!   event explains nothing: it is listed in `ignored_gaps`.
+//! - Heartbeats (`"gapless":"heartbeat"`) say nothing about continuity: here they are
+//!   events like any other.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::reserved::GAPLESS;
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +65,9 @@ pub struct StreamReport {
     pub duplicate_deliveries: u64,
     /// Gap events, in the order received.
     pub gaps: Vec<GapSeen>,
+    /// Events that look like gap events but are not the agent's (no seq of their own, or
+    /// naming seqs after it): they explain no hole.
+    pub ignored_gaps: Vec<GapSeen>,
     /// Ranges (inclusive) neither delivered, covered by a batch range, nor described by a
     /// gap event. Empty means the stream has no silent hole.
     pub missing: Vec<(u64, u64)>,
@@ -73,7 +91,8 @@ pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> S
             covered.push(r);
         }
         for e in &b.events {
-            if e.get("gapless").and_then(Value::as_str) == Some("gap") {
+            let own_seq = e.get(seq_field).and_then(Value::as_u64);
+            if e.get(GAPLESS).and_then(Value::as_str) == Some("gap") {
                 let g = GapSeen {
                     reason: e
                         .get("reason")
@@ -84,16 +103,20 @@ pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> S
                     last_seq: e.get("last_seq").and_then(Value::as_u64),
                     events: e.get("events").and_then(Value::as_u64),
                 };
-                if let (Some(a), Some(z)) = (g.first_seq, g.last_seq) {
-                    covered.push((a, z));
-                }
-                if let Some(s) = e.get(seq_field).and_then(Value::as_u64) {
+                if let Some(s) = own_seq {
                     covered.push((s, s));
                 }
-                report.gaps.push(g);
+                match (own_seq, g.first_seq, g.last_seq) {
+                    (Some(s), Some(a), Some(z)) if a <= z && z <= s => {
+                        covered.push((a, z));
+                        report.gaps.push(g);
+                    }
+                    (Some(_), None, None) => report.gaps.push(g),
+                    _ => report.ignored_gaps.push(g),
+                }
                 continue;
             }
-            if let Some(s) = e.get(seq_field).and_then(Value::as_u64) {
+            if let Some(s) = own_seq {
                 *seen.entry(s).or_default() += 1;
                 covered.push((s, s));
             }
@@ -218,6 +241,73 @@ mod tests {
         let r = check(&with_gap, "seq", None);
         assert!(r.is_continuous(), "{r:?}");
         assert_eq!(r.gaps[0].reason, "wal_corrupt");
+    }
+
+    #[test]
+    fn a_gap_record_explains_a_hole_only_when_it_is_the_agents() {
+        // Seqs 11..=20 are missing from a stream without headers.
+        let around = |extra: Value| {
+            let mut events: Vec<Value> = (1..=10).chain(22..=25).map(ev).collect();
+            events.push(extra);
+            vec![ReceivedBatch {
+                seq_range: None,
+                events,
+            }]
+        };
+        let cases = [
+            (
+                "a client's gap record, moved under client_fields",
+                json!({"seq": 21, "message": "x", "client_fields": {"gapless": "gap", "first_seq": 11, "last_seq": 20}}),
+            ),
+            (
+                "a gap record without a seq of its own",
+                json!({"gapless": "gap", "reason": "wal_corrupt", "first_seq": 11, "last_seq": 20}),
+            ),
+            (
+                "a gap record naming seqs after its own",
+                json!({"seq": 21, "gapless": "gap", "reason": "wal_corrupt", "first_seq": 11, "last_seq": 500}),
+            ),
+            (
+                "a gap record whose range runs backwards",
+                json!({"seq": 21, "gapless": "gap", "reason": "wal_corrupt", "first_seq": 20, "last_seq": 11}),
+            ),
+            (
+                "a gap record with a seq that is not a number",
+                json!({"seq": "21", "gapless": "gap", "reason": "wal_corrupt", "first_seq": 11, "last_seq": 20}),
+            ),
+        ];
+        for (what, extra) in cases {
+            let r = check(&around(extra), "seq", Some(1));
+            assert!(r.gaps.is_empty(), "{what}: {r:?}");
+            // 11..=20, and 21 too where the record has no seq of its own.
+            assert!(
+                r.missing.len() == 1 && r.missing[0].0 == 11 && r.missing[0].1 >= 20,
+                "{what}: {r:?}"
+            );
+        }
+        let real = json!({"seq": 21, "gapless": "gap", "reason": "wal_corrupt", "first_seq": 11, "last_seq": 20});
+        let r = check(&around(real), "seq", Some(1));
+        assert!(r.is_continuous() && r.ignored_gaps.is_empty(), "{r:?}");
+        // A heartbeat is an ordinary event.
+        let hb = json!({"seq": 21, "gapless": "heartbeat", "first_seq": 11, "last_seq": 20});
+        let r = check(&around(hb), "seq", Some(1));
+        assert_eq!(r.missing, vec![(11, 20)], "{r:?}");
+    }
+
+    #[test]
+    fn a_gap_record_naming_no_seqs_is_trusted_and_explains_nothing() {
+        let batches = vec![ReceivedBatch {
+            seq_range: None,
+            events: vec![
+                ev(1),
+                json!({"seq": 2, "gapless": "gap", "reason": "wal_full_drop_newest", "events": 7}),
+                ev(3),
+            ],
+        }];
+        let r = check(&batches, "seq", Some(1));
+        assert!(r.is_continuous(), "{r:?}");
+        assert_eq!(r.gaps.len(), 1);
+        assert!(r.ignored_gaps.is_empty());
     }
 
     #[test]

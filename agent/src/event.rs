@@ -8,10 +8,20 @@
 //! Every event has `message`, `timestamp` (RFC 3339, ingest time unless the source gave
 //! one), `host` and `source`; file events add `file`. Bytes that are not UTF-8 are replaced
 //! visibly (U+FFFD) and the event gets `"invalid_utf8": true`; the line is never dropped.
+//!
+//! A client's JSON object is stored as the client sent it (see [`crate::client_json`]),
+//! except that its fields with reserved names move under `client_fields`
+//! ([`crate::reserved`]): [`EventEncoder::push_client_object`] is the one way in for every
+//! source. Only the agent's own records (heartbeats) use
+//! [`EventEncoder::push_agent_object`].
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gapless_wal::AppendBatch;
+
+use crate::client_json::ClientObject;
+use crate::reserved::ReservedFields;
 
 /// Writes events of one source into WAL batches.
 #[derive(Debug, Clone)]
@@ -19,10 +29,14 @@ pub struct EventEncoder {
     source: String,
     host: String,
     prefix: Vec<u8>,
+    reserved: Arc<ReservedFields>,
 }
 
 impl EventEncoder {
     /// An encoder for the source `source` on host `host`.
+    ///
+    /// By default, the reserved names are those of a config whose sinks keep the default
+    /// `seq_field`: `seq`, `gapless`, `client_fields`.
     pub fn new(source: &str, host: &str) -> Self {
         let name = &source.as_bytes()[..source.len().min(255)];
         let mut prefix = Vec::with_capacity(1 + name.len());
@@ -32,7 +46,14 @@ impl EventEncoder {
             source: source.to_string(),
             host: host.to_string(),
             prefix,
+            reserved: Arc::default(),
         }
+    }
+
+    /// Moves a client's fields named in `reserved` under `client_fields`.
+    pub fn with_reserved(mut self, reserved: Arc<ReservedFields>) -> Self {
+        self.reserved = reserved;
+        self
     }
 
     /// The source's name.
@@ -41,7 +62,8 @@ impl EventEncoder {
     }
 
     /// Appends an event for one line (without its newline) to `batch`. `fields` are extra
-    /// string fields (`file`, …); `flags` extra `true` booleans (`truncated`, …).
+    /// string fields (`file`, …); `flags` extra `true` booleans (`truncated`, …). Their
+    /// names are the agent's, from [`crate::reserved::AGENT_FIELDS`].
     pub fn push_line(
         &self,
         batch: &mut AppendBatch,
@@ -78,9 +100,33 @@ impl EventEncoder {
         });
     }
 
-    /// Appends a JSON object received from a client, adding `timestamp`, `host` and
-    /// `source` where it lacks them.
-    pub fn push_object(
+    /// Appends a JSON object received from a client: its fields as sent, those with a
+    /// reserved name moved under `client_fields`, then `timestamp`, `host` and `source`
+    /// where it lacks them.
+    pub fn push_client_object(
+        &self,
+        batch: &mut AppendBatch,
+        object: &ClientObject<'_>,
+        timestamp: &Timestamp,
+    ) {
+        batch.push_with(|buf| {
+            buf.extend_from_slice(&self.prefix);
+            object.write_event(
+                buf,
+                &self.reserved,
+                &[
+                    ("timestamp", timestamp.as_str()),
+                    ("host", &self.host),
+                    ("source", &self.source),
+                ],
+            );
+        });
+    }
+
+    /// Appends a record the agent itself wrote (a heartbeat), adding `timestamp`, `host`
+    /// and `source` where it lacks them. Its names are written as given, reserved or not:
+    /// never pass a client's object here.
+    pub fn push_agent_object(
         &self,
         batch: &mut AppendBatch,
         mut object: serde_json::Map<String, serde_json::Value>,
@@ -318,7 +364,7 @@ mod tests {
             &["truncated"],
         );
         enc.push_line(&mut batch, b"bad \xff byte", &ts, &[], &[]);
-        let wal = tempdir_wal();
+        let wal = tempdir_wal("line");
         let mut cursor = wal.cursor("t").unwrap_or_else(|e| panic!("{e}"));
         wal.appender()
             .append_blocking(batch)
@@ -339,8 +385,68 @@ mod tests {
         assert_eq!(v["invalid_utf8"], true);
     }
 
-    fn tempdir_wal() -> gapless_wal::Wal {
-        let dir = std::env::temp_dir().join(format!("gapless-event-test-{}", std::process::id()));
+    #[test]
+    fn every_name_the_agent_writes_into_a_line_event_is_an_agent_field() {
+        let enc = EventEncoder::new("app", "web-1");
+        let mut batch = AppendBatch::new();
+        let ts = Timestamp::from_unix_nanos(0);
+        enc.push_line(
+            &mut batch,
+            b"bad \xff",
+            &ts,
+            &[("file", "/x.log")],
+            &["truncated"],
+        );
+        let wal = tempdir_wal("agent-fields");
+        let mut cursor = wal.cursor("t").unwrap_or_else(|e| panic!("{e}"));
+        wal.appender()
+            .append_blocking(batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let records = cursor
+            .try_read(10, 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, json) = split_payload(&records[0].payload).unwrap_or_else(|| panic!("split"));
+        let v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(json).unwrap_or_else(|e| panic!("{e}"));
+        for k in v.keys() {
+            assert!(
+                crate::reserved::AGENT_FIELDS.contains(&k.as_str()),
+                "{k} is missing from AGENT_FIELDS"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_object_keeps_its_bytes_and_loses_its_reserved_fields() {
+        let reserved = Arc::new(ReservedFields::new(["seq", "n"]));
+        let enc = EventEncoder::new("in", "web-1").with_reserved(reserved);
+        let mut batch = AppendBatch::new();
+        let ts = Timestamp::from_unix_nanos(0);
+        let Ok(crate::client_json::Item::Object(object)) =
+            crate::client_json::parse_item(r#"{"z":18446744073709551616,"n":1,"a":1e400}"#)
+        else {
+            panic!("not an object")
+        };
+        enc.push_client_object(&mut batch, &object, &ts);
+        let wal = tempdir_wal("client-object");
+        let mut cursor = wal.cursor("t").unwrap_or_else(|e| panic!("{e}"));
+        wal.appender()
+            .append_blocking(batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let records = cursor
+            .try_read(10, 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (name, json) = split_payload(&records[0].payload).unwrap_or_else(|| panic!("split"));
+        assert_eq!(name, b"in");
+        assert_eq!(
+            String::from_utf8_lossy(json),
+            r#"{"z":18446744073709551616,"a":1e400,"client_fields":{"n":1},"timestamp":"1970-01-01T00:00:00.000000Z","host":"web-1","source":"in"}"#
+        );
+    }
+
+    fn tempdir_wal(name: &str) -> gapless_wal::Wal {
+        let dir =
+            std::env::temp_dir().join(format!("gapless-event-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         gapless_wal::Wal::open(&dir, gapless_wal::WalOptions::default())
             .unwrap_or_else(|e| panic!("{e}"))

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! - [`config`] parses and validates the one TOML file (errors name key and line).
-//! - [`event`] is the shape of an event in the WAL and on the wire.
+//! - [`event`] is the shape of an event in the WAL and on the wire; [`client_json`] reads
+//!   a client's JSON and writes it back byte for byte; [`reserved`] owns the field names
+//!   only the agent writes (`gapless`, every sink's `seq_field`, `client_fields`).
 //! - [`pipeline`] starts everything in order (WAL, sinks, sources, API) and stops it in
 //!   reverse on SIGTERM.
 //! - [`api`] serves `/health`, `/ready`, `/metrics` and `/status`.
@@ -23,6 +25,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client_json;
 pub mod config;
 pub mod continuity;
 pub mod descriptors;
@@ -32,6 +35,7 @@ pub mod event;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod reserved;
 pub mod sinks;
 pub mod sources;
 pub mod wal_tools;

@@ -341,6 +341,13 @@ pub fn verify_stream(
                 g.reason, g.first_seq, g.last_seq, g.events
             );
         }
+        for g in &report.ignored_gaps {
+            let _ = writeln!(
+                out,
+                "  IGNORED gap-like event, not the agent's (no seq of its own, or seqs after it): {} seqs {:?}..{:?}",
+                g.reason, g.first_seq, g.last_seq
+            );
+        }
         for (a, z) in &report.missing {
             let _ = writeln!(out, "  MISSING without a gap record: seqs {a}..={z}");
         }

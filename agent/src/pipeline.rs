@@ -19,6 +19,7 @@ use crate::config::{Config, SinkKind, SourceConfig};
 use crate::error::{Error, Result};
 use crate::event::{hostname, EventEncoder};
 use crate::metrics::Metrics;
+use crate::reserved::ReservedFields;
 use crate::sinks::{self, SinkContext};
 use crate::sources::{self, SourceContext};
 
@@ -435,6 +436,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         .filter(|s| matches!(s, SourceConfig::File(_)))
         .count();
     let nofile = crate::descriptors::nofile_limit();
+    let reserved = Arc::new(ReservedFields::from_config(config));
     for (name, source) in &config.sources {
         let mut source = source.clone();
         if let SourceConfig::File(c) = &mut source {
@@ -448,7 +450,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         let ctx = SourceContext {
             name: name.clone(),
             appender: wal.appender(),
-            encoder: EventEncoder::new(name, host),
+            encoder: EventEncoder::new(name, host).with_reserved(reserved.clone()),
             state_dir,
             shutdown: shutdown_rx.clone(),
             metrics: metrics.clone(),

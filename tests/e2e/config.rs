@@ -305,3 +305,28 @@ fn run_refuses_a_bad_config_with_the_same_message_and_does_not_start() {
         "run created data_dir although the config was refused"
     );
 }
+
+#[test]
+fn a_seq_field_naming_a_field_the_agent_writes_itself_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for taken in [
+        "message",
+        "host",
+        "gapless",
+        "client_fields",
+        "truncated",
+        "reason",
+    ] {
+        let text = broken(
+            dir.path(),
+            "request_timeout = \"10s\"",
+            &format!("request_timeout = \"10s\"\nseq_field = \"{taken}\""),
+        );
+        assert_rejected(&text, dir.path(), "sinks.platform.seq_field", "seq_field =");
+        let (_, _, stderr) = run_on(dir.path(), "run", &text);
+        assert!(
+            stderr.contains(&format!("\"{taken}\"")) && stderr.contains("sinks.platform.seq_field"),
+            "run should refuse seq_field = {taken:?} naming it; stderr: {stderr}"
+        );
+    }
+}

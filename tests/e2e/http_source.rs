@@ -1,7 +1,8 @@
 //! The http source: a 200 means the events are durable, so every event answered 200 is
 //! delivered even if the agent is SIGKILLed right after; malformed requests get a 400
 //! naming the problem and none of their events is ingested; 413 over `max_body_bytes`;
-//! 401 on a wrong or missing token; JSON objects keep their own fields.
+//! 401 on a wrong or missing token; every refusal is a JSON `{"error": …}`; JSON objects
+//! keep their own fields (byte for byte: see `client_json.rs`).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::json;
 
+use crate::harness::client::Answer;
 use crate::harness::snippets::{http_sink, http_source};
 use crate::harness::*;
 
@@ -17,6 +19,24 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap()
+}
+
+/// Panics unless `answer` is a 413 whose JSON body's `error` names `max_body_bytes`.
+fn assert_json_413(what: &str, answer: &Answer) {
+    assert_eq!(answer.status, 413, "{what}: {answer:?}");
+    assert_eq!(
+        answer.content_type.as_deref(),
+        Some("application/json"),
+        "{what}: {answer:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("{what}: the 413 is not JSON ({e}): {:?}", answer.body));
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_body_bytes")),
+        "{what}: the 413 should name max_body_bytes: {body}"
+    );
 }
 
 async fn start_agent(receiver: &Receiver, port: u16, source_extra: &str) -> Agent {
@@ -237,6 +257,7 @@ async fn a_body_over_max_body_bytes_gets_413_plain_or_gzipped() {
     assert!(big.len() > 8 << 10);
     let answer = ingest.post("text/plain", &[], big.clone()).await.unwrap();
     assert_eq!(answer.status, 413, "{answer:?}");
+    assert_json_413("a plain body", &answer);
     // Small on the wire, too large once decompressed.
     let compressed = gzip(&big);
     assert!(
@@ -248,6 +269,7 @@ async fn a_body_over_max_body_bytes_gets_413_plain_or_gzipped() {
         .await
         .unwrap();
     assert_eq!(answer.status, 413, "{answer:?}");
+    assert_json_413("a gzipped body", &answer);
 
     let small = numbered_lines("fits", 0, 5);
     ingest
@@ -263,6 +285,83 @@ async fn a_body_over_max_body_bytes_gets_413_plain_or_gzipped() {
     let delivered = lines_in(&receiver.events());
     assert!(
         !delivered.iter().any(|l| l.starts_with("too-big")),
+        "events of a 413 request were delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_over_limit_body_gets_the_same_json_413_plain_chunked_or_gzipped_and_none_of_it_is_stored(
+) {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _agent = start_agent(&receiver, port, "max_body_bytes = \"4KiB\"").await;
+    let ingest = Ingest::new(port);
+
+    let big = numbered_lines("chunked-too-big", 0, 100)
+        .join("\n")
+        .into_bytes();
+    let chunks: Vec<Vec<u8>> = big.chunks(1000).map(<[u8]>::to_vec).collect();
+    assert_json_413(
+        "a chunked text body",
+        &ingest
+            .post_chunked("text/plain", &[], &chunks)
+            .await
+            .unwrap(),
+    );
+    let objects: Vec<String> = (0..300)
+        .map(|i| format!("{{\"message\":\"chunked-json-too-big {i:04}\"}}"))
+        .collect();
+    let ndjson = objects.join("\n").into_bytes();
+    assert!(ndjson.len() > 8 << 10);
+    assert_json_413(
+        "a chunked NDJSON body",
+        &ingest
+            .post_chunked(
+                "application/x-ndjson",
+                &[],
+                &[ndjson[..3000].to_vec(), ndjson[3000..].to_vec()],
+            )
+            .await
+            .unwrap(),
+    );
+    assert_json_413(
+        "a plain JSON body",
+        &ingest
+            .post(
+                "application/json",
+                &[],
+                format!("[{}]", objects.join(",")).into_bytes(),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_json_413(
+        "a gzipped chunked body",
+        &ingest
+            .post_chunked("text/plain", &[("content-encoding", "gzip")], &[gzip(&big)])
+            .await
+            .unwrap(),
+    );
+
+    // A chunked body within the limit is taken.
+    let small = numbered_lines("chunked-fits", 0, 5);
+    let answer = ingest
+        .post_chunked(
+            "text/plain",
+            &[],
+            &small
+                .iter()
+                .map(|l| format!("{l}\n").into_bytes())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    receiver.wait_for_lines(&small, DELIVERY).await;
+    assert!(
+        !lines_in(&receiver.events())
+            .iter()
+            .any(|l| l.contains("too-big")),
         "events of a 413 request were delivered"
     );
 }

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod client_json;
 mod config;
 mod continuity;
 mod crash;

@@ -431,8 +431,14 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let mut scanner = SegmentScanner::open(path, 1, 1 << 20).unwrap();
         scanner.set_limit(bytes.len() as u64, None);
-        assert!(matches!(scanner.next().unwrap(), ScanItem::Record { seq: 1, .. }));
+        assert!(matches!(
+            scanner.next().unwrap(),
+            ScanItem::Record { seq: 1, .. }
+        ));
         assert!(matches!(scanner.next().unwrap(), ScanItem::Damaged { .. }));
-        assert!(matches!(scanner.next().unwrap(), ScanItem::Record { seq: 3, .. }));
+        assert!(matches!(
+            scanner.next().unwrap(),
+            ScanItem::Record { seq: 3, .. }
+        ));
     }
 }

@@ -132,6 +132,26 @@ fn a_key_of_another_type_is_refused() {
 }
 
 #[test]
+fn a_seq_field_naming_a_field_the_agent_writes_is_refused_at_its_line() {
+    for taken in crate::reserved::AGENT_FIELDS {
+        let text = EXAMPLE.replace(
+            "request_timeout = \"30s\"",
+            &format!("request_timeout = \"30s\"\nseq_field = \"{taken}\""),
+        );
+        let e = err(&text);
+        assert_eq!(e.key, "sinks.platform.seq_field", "{taken}: {e}");
+        assert_eq!(e.line, line(&text, "seq_field"), "{taken}: {e}");
+        assert!(e.reason.contains(&format!("{taken:?}")), "{taken}: {e}");
+    }
+    let text = EXAMPLE.replace(
+        "request_timeout = \"30s\"",
+        "request_timeout = \"30s\"\nseq_field = \"n\"",
+    );
+    let c = Config::parse_with_env(&text, env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.sinks["platform"].seq_field.as_deref(), Some("n"));
+}
+
+#[test]
 fn an_unset_variable_is_an_error() {
     let e = Config::parse_with_env(EXAMPLE, |_| None)
         .err()

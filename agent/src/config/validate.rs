@@ -315,6 +315,15 @@ fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, 
                 "must be a plain field name (or \"\" to leave it out)",
             ))
         }
+        Some(f) if crate::reserved::AGENT_FIELDS.contains(&f.as_str()) => {
+            return Err(c.err(
+                &["sinks", name, "seq_field"],
+                format!(
+                "{f:?} is a field the agent writes itself ({}); the seq needs a name of its own",
+                crate::reserved::AGENT_FIELDS.join(", ")
+            ),
+            ))
+        }
         Some(f) => Some(f),
     };
     let alert_after = s.alert_after.map_or(Duration::from_secs(300), |d| d.0);

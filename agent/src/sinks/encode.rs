@@ -1,26 +1,98 @@
 //! Turning a batch into a request body: NDJSON or one JSON array, each event with its
 //! `seq` spliced in, gap records as `{"gapless":"gap",…}` events; then gzip.
+//!
+//! A stored event never carries the sink's seq field when the source stored it under a
+//! config reserving that name ([`crate::reserved`]). One stored earlier — by a version
+//! before the rule, or before a sink with this `seq_field` was configured — might: the
+//! guard in [`encode`] moves such a field under `client_fields` rather than send the key
+//! twice. It costs a substring search per event (the quoted name, or a `\u` escape of one
+//! of its characters); only a hit parses the event. A stored client field named `gapless` is
+//! not looked for (the agent's heartbeats carry one): records a version before the rule
+//! stored with it are sent as they are.
 
 use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use gapless_wal::{Gap, Record};
+use memchr::memmem::Finder;
 
+use crate::client_json::ClientObject;
 use crate::config::Encoding;
 use crate::event::{split_payload, write_json_str, Timestamp};
+use crate::reserved::ReservedFields;
+
+/// The sink's seq field and the searches of the guard against a stored field of that name.
+struct SeqField<'a> {
+    name: &'a str,
+    quoted: Finder<'static>,
+    escape: Finder<'static>,
+}
+
+impl<'a> SeqField<'a> {
+    fn new(name: &'a str) -> Self {
+        // `seq_field` is a plain name (the config refuses quotes, backslashes, controls).
+        SeqField {
+            name,
+            quoted: Finder::new(format!("\"{name}\"").as_bytes()).into_owned(),
+            escape: Finder::new(b"\\u").into_owned(),
+        }
+    }
+
+    /// Whether `json` might have a key spelling the name: the name in quotes, or a `\u`
+    /// escape of one of its characters (a control character, as in coloured log lines,
+    /// cannot be one).
+    fn might_hold(&self, json: &[u8]) -> bool {
+        self.quoted.find(json).is_some()
+            || self.escape.find_iter(json).any(|i| {
+                let code = json
+                    .get(i + 2..i + 6)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+                match code.map(char::from_u32) {
+                    Some(Some(c)) => self.name.contains(c),
+                    // Half of a surrogate pair: it may spell a character beyond U+FFFF.
+                    Some(None) => true,
+                    None => false,
+                }
+            })
+    }
+
+    /// `json` with a top-level field named like the seq field moved under
+    /// `client_fields`, when it has one.
+    fn without_clash(&self, json: &[u8]) -> Option<Vec<u8>> {
+        if !self.might_hold(json) {
+            return None;
+        }
+        let object = ClientObject::parse(std::str::from_utf8(json).ok()?)?;
+        if !object.names().any(|n| n.as_deref() == Some(self.name)) {
+            return None;
+        }
+        // Only a client's object can hold the seq field (the agent's records never do),
+        // so moving every reserved name of the rule is right for it.
+        let mut out = Vec::with_capacity(json.len() + 20);
+        object.write_event(&mut out, &ReservedFields::new([self.name]), &[]);
+        Some(out)
+    }
+}
 
 /// Appends the JSON of one record to `out`, its seq first under `seq_field` (if any).
-pub fn write_record(out: &mut Vec<u8>, r: &Record, host: &str, seq_field: Option<&str>) {
+fn write_record(out: &mut Vec<u8>, r: &Record, host: &str, seq_field: Option<&SeqField<'_>>) {
     if let Some(gap) = r.gap() {
-        write_gap(out, r.seq, &gap, host, seq_field);
+        write_gap(out, r.seq, &gap, host, seq_field.map(|f| f.name));
         return;
     }
     let json = split_payload(&r.payload).map_or(&r.payload[..], |(_, j)| j);
-    match (json.strip_prefix(b"{"), seq_field) {
-        (Some(rest), Some(field)) => {
+    let Some(field) = seq_field else {
+        out.extend_from_slice(json);
+        return;
+    };
+    let moved = field.without_clash(json);
+    let json = moved.as_deref().unwrap_or(json);
+    match json.strip_prefix(b"{") {
+        Some(rest) => {
             out.push(b'{');
-            write_json_str(out, field);
+            write_json_str(out, field.name);
             out.push(b':');
             out.extend_from_slice(itoa(r.seq).as_bytes());
             if rest.first() != Some(&b'}') {
@@ -28,7 +100,7 @@ pub fn write_record(out: &mut Vec<u8>, r: &Record, host: &str, seq_field: Option
             }
             out.extend_from_slice(rest);
         }
-        _ => out.extend_from_slice(json),
+        None => out.extend_from_slice(json),
     }
 }
 
@@ -81,6 +153,8 @@ pub fn encode(
 ) -> Vec<u8> {
     let size: usize = records.iter().map(|r| r.payload.len() + 24).sum();
     let mut out = Vec::with_capacity(size + 2);
+    let seq_field = seq_field.map(SeqField::new);
+    let seq_field = seq_field.as_ref();
     match encoding {
         Encoding::Ndjson => {
             for r in records {
@@ -144,6 +218,36 @@ mod tests {
         );
         let body = encode(&two[..1], Encoding::Ndjson, "h", None);
         assert_eq!(String::from_utf8_lossy(&body), "{\"message\":\"a\"}\n");
+    }
+
+    #[test]
+    fn a_stored_field_named_like_the_seq_field_moves_under_client_fields() {
+        let stored = [
+            rec(7, r#"{"message":"a","n":5}"#),
+            rec(8, r#"{"message":"b","\u006e":6,"client_fields":{"seq":1}}"#),
+            rec(9, r#"{"message":"c \u001b[1m","o":{"n":1}}"#),
+        ];
+        let body = encode(&stored, Encoding::Ndjson, "h", Some("n"));
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            concat!(
+                r#"{"n":7,"message":"a","client_fields":{"n":5}}"#,
+                "\n",
+                r#"{"n":8,"message":"b","client_fields":{"\u006e":6,"client_fields":{"seq":1}}}"#,
+                "\n",
+                r#"{"n":9,"message":"c \u001b[1m","o":{"n":1}}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn the_guard_looks_closer_only_where_a_key_might_spell_the_seq_field() {
+        let f = SeqField::new("seq");
+        assert!(!f.might_hold(br#"{"message":"say \"seq\" \u001b[0m C:\\user"}"#));
+        assert!(f.might_hold(br#"{"o":{"seq":1}}"#));
+        assert!(f.might_hold(br#"{"\u0073eq":1}"#));
+        assert!(f.might_hold(br#"{"\ud83d\ude00":1}"#));
     }
 
     #[test]

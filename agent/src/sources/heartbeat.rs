@@ -41,7 +41,7 @@ pub async fn run(
         let object = heartbeat(&agent_id, &stats, &ctx.metrics);
         let mut batch = AppendBatch::new();
         ctx.encoder
-            .push_object(&mut batch, object, &Timestamp::now());
+            .push_agent_object(&mut batch, object, &Timestamp::now());
         let bytes = batch.payload_bytes() as u64;
         // Under `block` a full WAL makes the heartbeat wait, which is the truth: nothing
         // moves. The next tick writes a fresh one.

@@ -1,21 +1,28 @@
 //! The HTTP source: `POST` NDJSON, a JSON array (or object), or plain text lines, optionally
 //! gzip-compressed. The answer is 200 only once every event of the request is durable in
 //! the WAL; a malformed request gets 400 naming the problem and nothing of it is ingested;
-//! 413 over `max_body_bytes`; 503 with `Retry-After` when the WAL is full (policy `block`)
-//! or the disk is; 401 on a wrong or missing token.
+//! 413 over `max_body_bytes` (plain, chunked or once gunzipped); 503 with `Retry-After` when
+//! the WAL is full (policy `block`) or the disk is; 401 on a wrong or missing token. Every
+//! answer other than 200 is `{"error": "…"}`.
+//!
+//! A JSON object is stored as sent, byte for byte ([`crate::client_json`]); its fields
+//! with reserved names move under `client_fields` ([`crate::reserved`]). A JSON string is a
+//! line.
 
 use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use gapless_wal::AppendBatch;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::client_json::{self, Body, Item};
 use crate::config::HttpSourceConfig;
 use crate::event::Timestamp;
 use crate::metrics::SourceLabel;
@@ -67,8 +74,20 @@ fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn ingest(State(h): State<Arc<Handler>>, headers: HeaderMap, body: Bytes) -> Response {
-    let resp = ingest_inner(&h, &headers, body).await;
+async fn ingest(
+    State(h): State<Arc<Handler>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let resp = match body {
+        Ok(body) => ingest_inner(&h, &headers, body).await,
+        // Over `max_body_bytes` by its Content-Length, or while a chunked body was read.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds max_body_bytes ({} bytes)", h.max_body_bytes),
+        ),
+        Err(e) => answer(e.status(), e.body_text()),
+    };
     if !resp.status().is_success() {
         h.ctx
             .metrics
@@ -194,38 +213,55 @@ fn busy(reason: &str, retry_after_secs: u32) -> Response {
     r
 }
 
-fn push_value(
+/// Where in a request an event was, for a 400's reason.
+#[derive(Clone, Copy)]
+enum Place {
+    Body,
+    Element(usize),
+    Line(usize),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Body => f.write_str("body"),
+            Place::Element(i) => write!(f, "element {i}"),
+            Place::Line(n) => write!(f, "line {n}"),
+        }
+    }
+}
+
+fn push_item(
     h: &Handler,
     batch: &mut AppendBatch,
-    v: Value,
+    item: &Item<'_>,
     ts: &Timestamp,
-    at: &str,
+    at: Place,
 ) -> Result<(), String> {
-    match v {
-        Value::Object(map) => {
-            h.ctx.encoder.push_object(batch, map, ts);
+    match item {
+        Item::Object(object) => {
+            h.ctx.encoder.push_client_object(batch, object, ts);
             Ok(())
         }
-        Value::String(s) => {
+        Item::Line(s) => {
             h.ctx.encoder.push_line(batch, s.as_bytes(), ts, &[], &[]);
             Ok(())
         }
-        other => Err(format!(
-            "{at}: expected a JSON object or string, found {}",
-            kind(&other)
+        Item::Other(kind) => Err(format!(
+            "{at}: expected a JSON object or string, found {kind}"
         )),
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// The body as text, or why it is not UTF-8 (JSON is).
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "invalid JSON: not UTF-8 at byte {} of {}",
+            e.valid_up_to(),
+            bytes.len()
+        )
+    })
 }
 
 fn parse_json(
@@ -234,15 +270,15 @@ fn parse_json(
     body: &[u8],
     ts: &Timestamp,
 ) -> Result<(), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    match v {
-        Value::Array(items) => {
-            for (i, item) in items.into_iter().enumerate() {
-                push_value(h, batch, item, ts, &format!("element {i}"))?;
+    let body = client_json::parse_body(utf8(body)?).map_err(|e| format!("invalid JSON: {e}"))?;
+    match &body {
+        Body::Many(items) => {
+            for (i, item) in items.iter().enumerate() {
+                push_item(h, batch, item, ts, Place::Element(i))?;
             }
             Ok(())
         }
-        other => push_value(h, batch, other, ts, "body"),
+        Body::One(item) => push_item(h, batch, item, ts, Place::Body),
     }
 }
 
@@ -257,9 +293,13 @@ fn parse_ndjson(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v: Value = serde_json::from_slice(line)
-            .map_err(|e| format!("line {}: invalid JSON: {e}", i + 1))?;
-        push_value(h, batch, v, ts, &format!("line {}", i + 1))?;
+        let at = Place::Line(i + 1);
+        let item = utf8(line)
+            .and_then(|text| {
+                client_json::parse_item(text).map_err(|e| format!("invalid JSON: {e}"))
+            })
+            .map_err(|e| format!("{at}: {e}"))?;
+        push_item(h, batch, &item, ts, at)?;
     }
     Ok(())
 }

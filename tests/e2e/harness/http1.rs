@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -93,22 +94,8 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(
 /// Gunzips (per `Content-Encoding`) and splits the body into events: a JSON array for
 /// `application/json`, NDJSON otherwise.
 pub fn decode_body(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Vec<Value>, String> {
-    let gzip = headers
-        .get("content-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let plain = if gzip {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gunzip: {e}"))?;
-        out
-    } else {
-        body.to_vec()
-    };
-    let json_array = headers
-        .get("content-type")
-        .is_some_and(|v| v.starts_with("application/json"));
-    if json_array {
+    let plain = gunzipped(headers, body)?;
+    if is_json_array(headers) {
         return match serde_json::from_slice(&plain).map_err(|e| format!("JSON: {e}"))? {
             Value::Array(items) => Ok(items),
             other => Ok(vec![other]),
@@ -120,6 +107,45 @@ pub fn decode_body(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Ve
         .enumerate()
         .map(|(i, l)| serde_json::from_slice(l).map_err(|e| format!("NDJSON line {}: {e}", i + 1)))
         .collect()
+}
+
+/// Splits the body like [`decode_body`], keeping each event as the text that arrived, byte
+/// for byte.
+pub fn raw_events(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Vec<String>, String> {
+    let plain = String::from_utf8(gunzipped(headers, body)?).map_err(|e| format!("UTF-8: {e}"))?;
+    if is_json_array(headers) {
+        return match serde_json::from_str::<Vec<&RawValue>>(&plain) {
+            Ok(items) => Ok(items.iter().map(|e| e.get().to_string()).collect()),
+            Err(_) => serde_json::from_str::<&RawValue>(&plain)
+                .map(|e| vec![e.get().to_string()])
+                .map_err(|e| format!("JSON: {e}")),
+        };
+    }
+    Ok(plain
+        .split('\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn gunzipped(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Vec<u8>, String> {
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gunzip: {e}"))?;
+    Ok(out)
+}
+
+fn is_json_array(headers: &BTreeMap<String, String>) -> bool {
+    headers
+        .get("content-type")
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// Writes a small JSON answer with this status (and `Retry-After`, if given), keeping the

@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::ServerCert;
-use super::http1::{decode_body, read_request, write_response, RawRequest};
+use super::http1::{decode_body, raw_events, read_request, write_response, RawRequest};
 use super::lines::lines_in;
 
 /// How the receiver answers a request.
@@ -86,6 +86,8 @@ pub struct Request {
     pub headers: BTreeMap<String, String>,
     /// The body, gunzipped and split into events (NDJSON lines or JSON array elements).
     pub events: Vec<Value>,
+    /// The same events as the text that arrived, byte for byte.
+    pub raw_events: Vec<String>,
     /// Why the body could not be decoded, if it could not.
     pub body_error: Option<String>,
     /// What became of it.
@@ -270,6 +272,19 @@ impl Receiver {
             .collect()
     }
 
+    /// Every event of every request answered 2xx as the text that arrived, byte for byte,
+    /// duplicates included, in arrival order.
+    pub fn raw_events(&self) -> Vec<String> {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.accepted())
+            .flat_map(|r| r.raw_events.iter().cloned())
+            .collect()
+    }
+
     /// The events answered 2xx, one per `seq`, in `seq` order.
     pub fn unique_events(&self) -> Vec<Value> {
         let mut by_seq: BTreeMap<u64, Value> = BTreeMap::new();
@@ -428,6 +443,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<State>) 
             Ok(events) => (events, None),
             Err(e) => (Vec::new(), Some(e)),
         };
+        let raw_events = raw_events(&headers, &body).unwrap_or_default();
         let n_events = events.len();
         let plain = events.iter().any(|e| e["gapless"] != "gap");
         let index = state.push(Request {
@@ -437,6 +453,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<State>) 
             path,
             headers,
             events,
+            raw_events,
             body_error,
             outcome: Outcome::Pending,
         });
