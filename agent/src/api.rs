@@ -247,6 +247,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
             "dropped_oldest_records": stats.dropped_oldest_records,
             "dropped_newest_records": stats.dropped_newest_records,
             "disk_full_errors": stats.disk_full_errors,
+            "fsyncs": stats.syncs,
         },
         "sinks": sinks,
         "sources": s.metrics.sources.lock().map(|g| g.clone()).unwrap_or_default(),

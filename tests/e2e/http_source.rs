@@ -116,6 +116,29 @@ async fn events_answered_200_are_delivered_even_after_a_kill_9_right_after_the_a
     check_delivery(&acknowledged, &receiver.events()).assert_exactly_once();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_200_comes_only_after_an_fdatasync_that_began_after_the_request() {
+    // `kill -9` keeps the page cache, so the kill tests cannot tell a synced append from a
+    // written one: the WAL's own count of fdatasyncs can. Only this source appends.
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let agent = start_agent(&receiver, port, "").await;
+    let ingest = Ingest::new(port);
+    for n in 0..20 {
+        let before = agent.status_json().await["wal"]["fsyncs"]
+            .as_u64()
+            .expect("/status wal.fsyncs");
+        ingest
+            .post_ok(&numbered_lines(&format!("synced {n}"), 0, 10))
+            .await;
+        let after = agent.status_json().await["wal"]["fsyncs"].as_u64().unwrap();
+        assert!(
+            after > before,
+            "request {n} was answered 200 with no fdatasync since it was sent"
+        );
+    }
+}
+
 // Crash: SIGKILL in the middle of a stream of posts from four clients, three times, with
 // the receiver up: requests cut by the kill may or may not have been stored, but every one
 // answered 200 must arrive.
@@ -136,16 +159,24 @@ async fn concurrent_posts_answered_200_survive_kill_9_in_mid_stream() {
                         numbered_lines(&format!("mid-stream r{round} c{client} p{n}"), 0, 20);
                     match ingest.post_lines(&lines).await {
                         Ok(a) if a.status == 200 => acknowledged.lock().unwrap().extend(lines),
-                        // The agent is gone: this client's round is over.
-                        _ => return,
+                        Ok(a) => panic!("client {client}: the running agent answered {a:?}"),
+                        // The connection broke: the agent is gone, this client's round is over.
+                        Err(_) => return,
                     }
                 }
             });
         }
-        // Let the clients get going; the exact moment of the kill does not matter.
-        receiver.wait_for_events(200 * (round + 1), SHORT).await;
+        // The kill lands once this round has had 200 lines acknowledged, while the clients
+        // keep posting.
+        let want = 200 * (round + 1);
+        wait_until(SHORT, format!("{want} acknowledged lines"), async || {
+            acknowledged.lock().unwrap().len() >= want
+        })
+        .await;
         agent.kill9();
-        while clients.join_next().await.is_some() {}
+        while let Some(done) = clients.join_next().await {
+            done.expect("a client failed");
+        }
         agent.restart().await;
     }
     let acknowledged = acknowledged.lock().unwrap().clone();

@@ -170,7 +170,18 @@ fn crash_child_appends_from_several_threads_until_killed() {
     let round: u64 = parts.next().unwrap().parse().unwrap();
     let durability = parse_durability(parts.next().unwrap());
     let dir = PathBuf::from(parts.next().unwrap());
-    let wal = Wal::open(&dir, options(durability)).unwrap();
+    // Another test of this process may be spawning a child right now: until that child
+    // execs, it holds a copy of every descriptor of the test process, the lock of a log the
+    // parent has open among them. That lock goes away within moments; wait for it.
+    let wait_until = Instant::now() + Duration::from_secs(10);
+    let wal = loop {
+        match Wal::open(&dir, options(durability)) {
+            Err(gapless_wal::Error::Locked { .. }) if Instant::now() < wait_until => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let deadline = Instant::now() + CHILD_LIFETIME;
     let seed = seed_from_time();
     std::thread::scope(|s| {
