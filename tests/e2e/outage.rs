@@ -237,3 +237,82 @@ async fn lines_appended_to_a_file_during_a_receiver_outage_all_arrive_once_it_re
     }
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_operators_alert_on_show_an_outage_and_its_end() {
+    // The README tells operators to alert on these: they must say what happened.
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let agent = Agent::builder()
+        .listening_on(port)
+        .config(&format!(
+            "{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 50, "")
+        ))
+        .start()
+        .await;
+    let ingest = Ingest::new(port);
+    let lines = numbered_lines("alerting", 0, 120);
+    ingest.post_ok(&lines).await;
+    wait_for_outcome(&receiver, Outcome::Answered(503)).await;
+    let sink = [("sink", "out")];
+    wait_until(
+        SHORT,
+        "the oldest undelivered age to pass 1 s",
+        async || {
+            agent
+                .metric("gapless_sink_oldest_undelivered_age_seconds", &sink)
+                .await
+                .is_some_and(|age| age >= 1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        agent.metric("gapless_sink_backlog_events", &sink).await,
+        Some(120.0),
+        "the backlog is the 120 undelivered events"
+    );
+    let failed = agent
+        .metric(
+            "gapless_sink_requests_total",
+            &[("sink", "out"), ("status", "503")],
+        )
+        .await
+        .expect("gapless_sink_requests_total{status=\"503\"}");
+    assert!(failed >= 1.0, "{failed} requests answered 503 counted");
+
+    receiver.set_mode(Mode::Ok);
+    receiver.wait_for_lines(&lines, DELIVERY).await;
+    wait_until(SHORT, "the backlog to drain", async || {
+        agent.metric("gapless_sink_backlog_events", &sink).await == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        agent
+            .metric("gapless_sink_oldest_undelivered_age_seconds", &sink)
+            .await,
+        Some(0.0),
+        "nothing undelivered: age 0"
+    );
+    assert!(
+        agent
+            .metric(
+                "gapless_sink_requests_total",
+                &[("sink", "out"), ("status", "200")],
+            )
+            .await
+            >= Some(1.0)
+    );
+    assert_eq!(
+        agent
+            .metric(
+                "gapless_dropped_events_total",
+                &[("reason", "wal_full_drop_oldest")]
+            )
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "an outage under block drops nothing"
+    );
+}

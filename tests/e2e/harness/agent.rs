@@ -504,29 +504,50 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 }
 
 /// Runs `gapless <args>` to completion (for `validate`, `wal …`): exit status, stdout,
-/// stderr.
+/// stderr. A command still running after [`COMMAND_TIMEOUT`] is killed and the test fails
+/// (a `run` that should have refused to start would otherwise hang the suite).
 pub fn run_command(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     run_command_with_env(args, &[])
 }
+
+/// Longest a one-shot command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// [`run_command`] with these variables set in its environment.
 pub fn run_command_with_env(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (ExitStatus, String, String) {
-    let out = Command::new(BIN)
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(BIN)
         .args(args)
         .env_remove("GAPLESS_LOG")
         .env_remove("GAPLESS_CONFIG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .output()
+        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
         .expect("run the gapless binary");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for gapless") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gapless {args:?} still ran after {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    (status, read(&out_path), read(&err_path))
 }
 
 /// [`run_command`] on a blocking thread, for commands that talk to a receiver or an agent
