@@ -290,3 +290,166 @@ async fn a_damaged_sealed_segment_reaches_the_platform_as_a_wal_corrupt_gap_of_e
         .collect();
     assert!(not_corrupt.is_empty(), "other gap events: {not_corrupt:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_newest_refuses_posts_with_503_and_a_wal_full_drop_newest_gap_event_says_so() {
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let agent = Agent::builder()
+        .listening_on(port)
+        .config(&format!(
+            "[wal]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"64KiB\"\nwhen_full = \"drop_newest\"\n{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 500, "")
+        ))
+        .start()
+        .await;
+    let ingest = Ingest::new(port);
+    let lines = numbered_lines("drop-newest", 0, 12_000);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for chunk in lines.chunks(500) {
+        let answer = ingest.post_lines(chunk).await.unwrap();
+        match answer.status {
+            200 => acknowledged.extend_from_slice(chunk),
+            503 => refused += chunk.len(),
+            other => panic!("unexpected answer {other}: {answer:?}"),
+        }
+    }
+    assert!(refused > 0, "a 1 MiB WAL took 3 MiB of events?");
+    receiver.set_mode(Mode::Ok);
+    receiver.wait_for_lines(&acknowledged, DELIVERY).await;
+    wait_until(DELIVERY, "a wal_full_drop_newest gap event", async || {
+        !gap_events(&receiver.events(), "wal_full_drop_newest").is_empty()
+    })
+    .await;
+    let events = receiver.events();
+    // Refused lines were answered 503 and are not in the stream.
+    let arrived: BTreeSet<String> = lines_in(&events).into_iter().collect();
+    let stray: Vec<&String> = lines
+        .iter()
+        .filter(|l| !acknowledged.contains(l) && arrived.contains(*l))
+        .take(3)
+        .collect();
+    assert!(stray.is_empty(), "lines answered 503 arrived: {stray:?}");
+    let named: u64 = gap_events(&events, "wal_full_drop_newest")
+        .iter()
+        .map(|g| g["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        named, refused as u64,
+        "the gap events count the refused events"
+    );
+    assert_eq!(
+        agent
+            .metric(
+                "gapless_dropped_events_total",
+                &[("reason", "wal_full_drop_newest")]
+            )
+            .await,
+        Some(refused as f64)
+    );
+    let report = check(&received_batches(&receiver.requests()), "seq", Some(1));
+    assert!(report.missing.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_before_it_was_read_to_its_end_arrives_as_a_source_overflow_gap_of_its_unread_bytes(
+) {
+    // The WAL is full under `block` and the platform is down, so the file source cannot
+    // read on; the file is deleted while the agent is stopped.
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let builder = Agent::builder().top("shutdown_timeout = \"2s\"");
+    let logs = builder.path("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let app = logs.join("app.log");
+    let mut agent = builder
+        .config(&format!(
+            "[wal]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"64KiB\"\n{}{}",
+            crate::harness::snippets::file_source("app", &app, ""),
+            http_sink(&receiver.url(), &["app"], 500, "")
+        ))
+        .start()
+        .await;
+    let lines = numbered_lines("overflow", 0, 20_000);
+    LogFile::create(&app).append(&lines);
+    let size = std::fs::metadata(&app).unwrap().len();
+    wait_for_status(&agent, "the file source blocked on the full WAL", |s| {
+        s["sources"]["app"]["files"][0]["size"].as_u64() == Some(size)
+            && s["sources"]["app"]["files"][0]["offset"].as_u64() < Some(size)
+    })
+    .await;
+    agent.sigterm();
+    assert!(agent.wait_exit(Duration::from_secs(15)).await.success());
+    std::fs::remove_file(&app).unwrap();
+    receiver.set_mode(Mode::Ok);
+    agent.restart().await;
+    wait_until(DELIVERY, "a source_overflow gap event", async || {
+        !gap_events(&receiver.events(), "source_overflow").is_empty()
+    })
+    .await;
+    let events = receiver.events();
+    let arrived: BTreeSet<String> = lines_in(&events).into_iter().collect();
+    // What arrived is a prefix of the file; the gap counts the bytes of the rest.
+    let delivered = lines.iter().take_while(|l| arrived.contains(*l)).count();
+    assert_eq!(arrived.len(), delivered, "what arrived is not a prefix");
+    let unread: u64 = lines[delivered..].iter().map(|l| l.len() as u64 + 1).sum();
+    let gaps = gap_events(&events, "source_overflow");
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0]["bytes"].as_u64(), Some(unread), "{}", gaps[0]);
+    assert!(unread > 0);
+    assert!(
+        agent
+            .metric(
+                "gapless_dropped_events_total",
+                &[("reason", "source_overflow")]
+            )
+            .await
+            >= Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_file_deleted_while_stopped_arrives_as_a_wal_missing_gap_of_exactly_its_seqs() {
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let mut agent = Agent::builder()
+        .listening_on(port)
+        .top("shutdown_timeout = \"2s\"")
+        .config(&format!(
+            "[wal]\nsegment_bytes = \"64KiB\"\n{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 500, "")
+        ))
+        .start()
+        .await;
+    let lines = numbered_lines("missing", 0, 3_000);
+    let ingest = Ingest::new(port);
+    for chunk in lines.chunks(250) {
+        ingest.post_ok(chunk).await;
+    }
+    agent.sigterm();
+    assert!(agent.wait_exit(Duration::from_secs(10)).await.success());
+    let segs = segments(agent.data_dir());
+    assert!(segs.len() >= 4, "{segs:?}");
+    let first_seq =
+        |p: &PathBuf| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
+    let victim = segs.len() / 2;
+    let (a, z) = (first_seq(&segs[victim]), first_seq(&segs[victim + 1]) - 1);
+    std::fs::remove_file(&segs[victim]).unwrap();
+
+    receiver.set_mode(Mode::Ok);
+    agent.restart().await;
+    let last_seq = lines.len() as u64;
+    wait_until(DELIVERY, "the stream to reach the last seq", async || {
+        event_seqs(&receiver.events(), "seq").contains(&last_seq)
+    })
+    .await;
+    let events = receiver.events();
+    let gaps = gap_events(&events, "wal_missing");
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gap_range(&gaps[0]), (a, z), "{}", gaps[0]);
+    let arrived = event_seqs(&events, "seq");
+    let lost: Vec<u64> = (1..=last_seq).filter(|s| !arrived.contains(s)).collect();
+    assert_eq!(lost, (a..=z).collect::<Vec<_>>());
+}
