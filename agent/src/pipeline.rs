@@ -388,6 +388,11 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                         continue;
                     }
                 };
+                // Exported from the start at 0, so that an alert on their increase has a
+                // series to look at before the first event.
+                let label = crate::metrics::SinkLabel { sink: name.clone() };
+                let _ = metrics.sink_watchdog_restarts.get_or_create(&label);
+                let _ = metrics.sink_retries.get_or_create(&label);
                 let ctx = SinkContext {
                     name: name.clone(),
                     cursor,

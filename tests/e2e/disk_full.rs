@@ -38,6 +38,7 @@ async fn a_full_disk_makes_the_http_source_answer_503_and_every_line_it_took_arr
     // 16 MiB of events is roughly 60k lines of these: post until the source says no.
     let mut accepted: Vec<String> = Vec::new();
     let mut refusal = None;
+    let mut refused: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for request in 0.. {
         assert!(
@@ -54,6 +55,7 @@ async fn a_full_disk_makes_the_http_source_answer_503_and_every_line_it_took_arr
             200 => accepted.extend(lines),
             503 => {
                 refusal = Some(answer);
+                refused.extend(lines);
                 break;
             }
             other => panic!(
@@ -77,16 +79,29 @@ async fn a_full_disk_makes_the_http_source_answer_503_and_every_line_it_took_arr
         status["wal"]
     );
     // Still full, still up, still answering.
+    let refused_again = numbered_lines("disk-full refused", 0, 500);
     let again = ingest
-        .post_lines(&numbered_lines("disk-full refused", 0, 500))
+        .post_lines(&refused_again)
         .await
         .expect("the http source answers on a full disk");
     assert_eq!(again.status, 503, "{again:?}");
+    refused.extend(refused_again);
     assert_eq!(agent.api_get("/health").await.0, 200);
 
     receiver.set_mode(Mode::Ok);
     receiver.wait_for_lines(&accepted, DELIVERY).await;
     check_delivery(&accepted, &receiver.events()).assert_nothing_lost();
+    // A request answered 503 was not taken: none of its lines may arrive (the client will
+    // send them again; arriving too would make them duplicates the client cannot foresee).
+    let arrived: std::collections::BTreeSet<String> =
+        lines_in(&receiver.events()).into_iter().collect();
+    let stray: Vec<&String> = refused.iter().filter(|l| arrived.contains(*l)).collect();
+    assert!(
+        stray.is_empty(),
+        "{} lines answered 503 arrived, e.g. {:?}",
+        stray.len(),
+        stray.first()
+    );
 
     // Delivery freed segments: the source takes events again, and they arrive.
     let after = numbered_lines("disk-freed", 0, 100);

@@ -283,7 +283,7 @@ stall_timeout = "2s"
     let stderr = agent.stderr_text();
     let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("watchdog")).collect();
     assert!(
-        restarts.unwrap_or(0.0) == 0.0 && logged.is_empty(),
+        restarts == Some(0.0) && logged.is_empty(),
         "the watchdog restarted a healthy uploader filling its first batch after an idle \
          period: gapless_sink_watchdog_restarts_total = {restarts:?}; log: {logged:#?}"
     );

@@ -140,11 +140,33 @@ async fn a_new_file_that_reuses_a_deleted_files_inode_is_read_from_its_start() {
 
     let old_inode = std::fs::metadata(log.path()).unwrap().ino();
     std::fs::remove_file(log.path()).unwrap();
-    // A file system hands a freed inode out again; ext4 and tmpfs often do at once.
+    // A file system hands a freed inode out again; ext4 and tmpfs often do at once. Make
+    // it happen: create files until one gets the old inode, and make that one app.log.
+    let dir = log.path().parent().unwrap().to_path_buf();
+    let mut reused = false;
+    for n in 0..2000 {
+        let probe = dir.join(format!("probe-{n}.tmp"));
+        std::fs::write(&probe, b"").unwrap();
+        if std::fs::metadata(&probe).unwrap().ino() == old_inode {
+            std::fs::rename(&probe, log.path()).unwrap();
+            reused = true;
+            break;
+        }
+    }
+    for n in 0..2000 {
+        let _ = std::fs::remove_file(dir.join(format!("probe-{n}.tmp")));
+    }
+    if !reused {
+        eprintln!(
+            "NOTE: this file system did not hand inode {old_inode} out again in 2000 tries; \
+             only a new file with a new inode is tested here (the unit test \
+             a_checkpoint_of_a_reused_inode_is_not_applied_to_the_new_file covers reuse)"
+        );
+    } else {
+        assert_eq!(std::fs::metadata(log.path()).unwrap().ino(), old_inode);
+    }
     log.reopen();
     log.append(&lines[300..]);
-    let reused = std::fs::metadata(log.path()).unwrap().ino() == old_inode;
-    eprintln!("the new file reuses the old inode: {reused}");
     agent.restart().await;
 
     // A checkpoint keyed by inode alone would resume the new, longer file at the old

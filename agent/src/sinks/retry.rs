@@ -58,6 +58,24 @@ mod tests {
             assert!(b >= p.initial && b <= p.max, "{attempt}: {b:?}");
         }
         assert_eq!(p.backoff(0), p.initial);
+        // Grows: attempt n is bounded by initial * 2^n, and over many draws reaches past
+        // the previous bound (full jitter spreads it over the whole span).
+        for attempt in 1..5u32 {
+            let bound = p.initial * 2u32.pow(attempt);
+            let previous = p.initial * 2u32.pow(attempt - 1);
+            let draws: Vec<Duration> = (0..400).map(|_| p.backoff(attempt)).collect();
+            assert!(
+                draws.iter().all(|b| *b <= bound),
+                "attempt {attempt}: over {bound:?}"
+            );
+            assert!(
+                draws.iter().any(|b| *b > previous),
+                "attempt {attempt}: never above the previous bound {previous:?}"
+            );
+        }
+        // At the ceiling it stays there: never above max, and reaching near it.
+        let draws: Vec<Duration> = (0..400).map(|_| p.backoff(20)).collect();
+        assert!(draws.iter().any(|b| *b > p.max * 3 / 4));
     }
 
     #[test]
