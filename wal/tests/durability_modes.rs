@@ -2,6 +2,7 @@
 //! (`Stats::syncs`). A `kill -9` keeps the page cache, so the crash tests cannot tell the
 //! modes apart; this does for the syncs, and the power-cut tests (`tests/durafs`) for what
 //! survives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -64,7 +64,7 @@ async fn reload_with_an_invalid_config_logs_why_and_keeps_running_the_old_one() 
         let logged = &stderr[stderr.rfind(INVALID).unwrap()..];
         let logged = logged.lines().next().unwrap_or_default();
         assert!(
-            logged.contains(word) && crate::config::names_line(&logged, line),
+            logged.contains(word) && crate::config::names_line(logged, line),
             "after a reload with {what}, the log should say why, naming {word:?} and \
              \"line {line}\"; it says: {logged}"
         );
