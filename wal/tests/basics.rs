@@ -108,16 +108,17 @@ async fn a_waiting_reader_wakes_for_the_last_record_without_another_one() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), small()).unwrap();
     let mut cursor = wal.cursor("sink").unwrap();
-    let reader = tokio::spawn(async move {
-        let got = cursor.read(100, 1 << 20).await.unwrap();
-        got.len()
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut reader = Box::pin(async move { cursor.read(100, 1 << 20).await.unwrap().len() });
+    // Polled once: it finds nothing and waits (not a sleep that hopes it got there).
+    tokio::select! {
+        biased;
+        n = &mut reader => panic!("read {n} records from an empty log"),
+        () = std::future::ready(()) => {}
+    }
     wal.appender().append(batch_of(0..1, 10)).await.unwrap();
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
         .await
-        .expect("reader woke")
-        .unwrap();
+        .expect("reader woke");
     assert_eq!(n, 1);
 }
 

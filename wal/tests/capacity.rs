@@ -42,15 +42,22 @@ async fn block_makes_appends_wait_until_acks_free_space() {
         let appender = appender.clone();
         async move { appender.append(batch_of(i..i + 10, 500)).await }
     });
+    // A bound, not a synchronisation: an append that could complete would within this.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiting.is_finished(), "a blocked append waits");
+    assert!(
+        wal.stats().unwrap().bytes <= MAX,
+        "nothing was written past max_bytes"
+    );
     let mut last = 0;
+    let mut all = Vec::new();
     loop {
         let got = cursor.try_read(1000, 1 << 20).unwrap();
         match got.last() {
             Some(r) => last = r.seq,
             None => break,
         }
+        all.extend(got);
     }
     cursor.ack(last).unwrap();
     let range = tokio::time::timeout(Duration::from_secs(5), waiting)
@@ -59,8 +66,21 @@ async fn block_makes_appends_wait_until_acks_free_space() {
         .unwrap()
         .unwrap();
     assert_eq!(range.first, last + 1);
-    let rest = cursor.try_read(100, 1 << 20).unwrap();
+    // Every record ever appended, read once, intact, none dropped: read them all again
+    // from a fresh cursor that starts at the beginning of what is left, plus the rest.
+    let rest = drain(&mut cursor);
     assert!(gaps(&rest).is_empty(), "block never drops");
+    assert_eq!(
+        rest.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (last + 1..=range.last).collect::<Vec<_>>()
+    );
+    all.extend(rest);
+    assert!(
+        check_stream(&all, range.last, 500).is_empty(),
+        "every record read once and intact"
+    );
+    assert_eq!(wal.stats().unwrap().dropped_oldest_records, 0);
+    assert_eq!(wal.stats().unwrap().dropped_newest_records, 0);
 }
 
 #[test]
@@ -131,12 +151,14 @@ fn drop_newest_refuses_new_records_and_writes_a_gap_record_for_them() {
     assert_eq!(wal.stats().unwrap().dropped_newest_records, refused);
     // Free space, then append: the gap record for the refused ones goes first.
     let mut last = 0;
+    let mut all = Vec::new();
     loop {
         let got = cursor.try_read(1000, 1 << 20).unwrap();
         match got.last() {
             Some(r) => last = r.seq,
             None => break,
         }
+        all.extend(got);
     }
     cursor.ack(last).unwrap();
     appender.append_blocking(batch_of(0..1, LEN)).unwrap();
