@@ -52,8 +52,9 @@ async fn a_429_with_retry_after_is_honoured_before_the_batch_is_sent_again() {
         waited >= Duration::from_millis(1990),
         "the retry came {waited:?} after a 429 with Retry-After: 2"
     );
+    // Retry-After (2 s) plus a generous margin for a loaded machine.
     assert!(
-        waited < Duration::from_secs(5),
+        waited < Duration::from_secs(2 + 10),
         "the retry waited {waited:?}"
     );
     check_delivery(&lines, &receiver.events()).assert_exactly_once();

@@ -82,9 +82,11 @@ async fn sigterm_during_a_stalled_request_exits_0_within_shutdown_timeout_and_th
     let status = agent.wait_exit(Duration::from_secs(15)).await;
     let took = asked.elapsed();
     assert!(status.success(), "exit status {status} after SIGTERM");
-    // The pipeline allows itself 2 s on top of shutdown_timeout to close the WAL.
+    // The pipeline allows itself 2 s on top of shutdown_timeout to close the WAL; the rest
+    // is margin for a loaded machine. request_timeout is 60 s: only shutdown_timeout can
+    // explain an exit this early.
     assert!(
-        took <= shutdown_timeout + Duration::from_secs(3),
+        took <= shutdown_timeout + Duration::from_secs(2 + 8),
         "SIGTERM took {took:?} with shutdown_timeout = {shutdown_timeout:?}"
     );
 
