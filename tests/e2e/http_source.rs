@@ -489,3 +489,58 @@ async fn json_objects_keep_their_own_fields_and_get_the_missing_ones() {
     by_message("object-3");
     by_message("a plain string becomes a message");
 }
+
+/// Posts 20 requests of 10 lines to an agent with this `[wal]` durability, kills it, and
+/// returns (fsyncs counted before the kill, the lines answered 200, the receiver).
+async fn posts_under_durability(durability: &str) -> (u64, Vec<String>, Receiver) {
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let mut agent = Agent::builder()
+        .listening_on(port)
+        .config(&format!(
+            "[wal]\ndurability = \"{durability}\"\nsync_interval = \"200ms\"\n{}{}",
+            http_source("in", port, ""),
+            http_sink(&receiver.url(), &["in"], 100, "")
+        ))
+        .start()
+        .await;
+    let ingest = Ingest::new(port);
+    let before = agent.status_json().await["wal"]["fsyncs"].as_u64().unwrap();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let lines = numbered_lines(&format!("{durability} {n}"), 0, 10);
+        ingest.post_ok(&lines).await;
+        acknowledged.extend(lines);
+    }
+    let fsyncs = agent.status_json().await["wal"]["fsyncs"].as_u64().unwrap() - before;
+    if durability == "interval" {
+        // With no further writes, the timer alone syncs what was written.
+        wait_until(SHORT, "a sync by the interval timer", async || {
+            agent.status_json().await["wal"]["fsyncs"].as_u64() > Some(before)
+        })
+        .await;
+    }
+    // kill -9 keeps the page cache: whatever the mode, the written events survive it.
+    agent.kill9();
+    receiver.set_mode(Mode::Ok);
+    agent.restart().await;
+    receiver.wait_for_lines(&acknowledged, DELIVERY).await;
+    (fsyncs, acknowledged, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durability_never_answers_200_without_an_fsync_and_kill_9_loses_nothing_written() {
+    let (fsyncs, acknowledged, receiver) = posts_under_durability("never").await;
+    assert_eq!(fsyncs, 0, "durability = never synced appends");
+    check_delivery(&acknowledged, &receiver.events()).assert_nothing_lost();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durability_interval_syncs_on_its_timer_not_per_request_and_kill_9_loses_nothing_written() {
+    let (fsyncs, acknowledged, receiver) = posts_under_durability("interval").await;
+    assert!(
+        fsyncs < 20,
+        "durability = interval synced {fsyncs} times for 20 requests"
+    );
+    check_delivery(&acknowledged, &receiver.events()).assert_nothing_lost();
+}
