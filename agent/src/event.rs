@@ -100,6 +100,40 @@ impl EventEncoder {
         });
     }
 
+    /// Appends an event for one message with a host of its own (`None`: the agent's) and
+    /// one nested object `key` written as given (`"journal":{…}`). `key` is the agent's
+    /// name, from [`crate::reserved::AGENT_FIELDS`]; nothing in `object` reaches the top level.
+    pub fn push_nested(
+        &self,
+        batch: &mut AppendBatch,
+        message: &[u8],
+        timestamp: &Timestamp,
+        host: Option<&str>,
+        key: &str,
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        batch.push_with(|buf| {
+            buf.extend_from_slice(&self.prefix);
+            buf.extend_from_slice(b"{\"message\":");
+            let valid = write_json_bytes(buf, message);
+            buf.extend_from_slice(b",\"timestamp\":\"");
+            buf.extend_from_slice(timestamp.as_bytes());
+            buf.extend_from_slice(b"\",\"host\":");
+            write_json_str(buf, host.unwrap_or(&self.host));
+            buf.extend_from_slice(b",\"source\":");
+            write_json_str(buf, &self.source);
+            buf.push(b',');
+            write_json_str(buf, key);
+            buf.push(b':');
+            // Serialising a map of JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, object);
+            if !valid {
+                buf.extend_from_slice(b",\"invalid_utf8\":true");
+            }
+            buf.push(b'}');
+        });
+    }
+
     /// Appends a JSON object received from a client: its fields as sent, those with a
     /// reserved name moved under `client_fields`, then `timestamp`, `host` and `source`
     /// where it lacks them.

@@ -90,6 +90,17 @@ pub struct SourceState {
     /// For a file source: files waiting for a descriptor (`max_open_files`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_files: Option<u64>,
+    /// For a journald source: the cursor of the last entry durable in the WAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_cursor: Option<String>,
+    /// For a journald source: times `journalctl` exited, failed to start or was
+    /// restarted since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journalctl_restarts: Option<u64>,
+    /// For a journald source: why `journalctl` last stopped (its exit status and the end
+    /// of its stderr).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A file a file source follows.
@@ -117,6 +128,8 @@ pub struct Metrics {
     pub source_open_files: Family<SourceLabel, Gauge>,
     /// `gapless_source_waiting_files` (file sources: files waiting for a descriptor).
     pub source_waiting_files: Family<SourceLabel, Gauge>,
+    /// `gapless_source_journalctl_restarts_total` (journald sources).
+    pub source_journalctl_restarts: Family<SourceLabel, Counter>,
     /// `gapless_sink_events_sent_total`.
     pub sink_events_sent: Family<SinkLabel, Counter>,
     /// `gapless_sink_bytes_sent_total` (request bodies as sent).
@@ -206,6 +219,11 @@ impl Metrics {
             source_waiting_files: reg!(
                 "source_waiting_files",
                 "Files waiting for a descriptor (max_open_files), per file source",
+                Family::default()
+            ),
+            source_journalctl_restarts: reg!(
+                "source_journalctl_restarts",
+                "Times journalctl exited or failed to start and was restarted, per journald source",
                 Family::default()
             ),
             sink_events_sent: reg!(
@@ -335,6 +353,12 @@ impl Metrics {
         let s = sources.entry(l.source).or_default();
         s.open_files = Some(open);
         s.waiting_files = Some(waiting);
+    }
+
+    /// Updates a source's `/status` state.
+    pub fn source_state(&self, source: &str, f: impl FnOnce(&mut SourceState)) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        f(sources.entry(source.to_string()).or_default());
     }
 
     /// Updates a sink's `/status` state.

@@ -40,6 +40,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "host",
     "source",
     "file",
+    "journal",
     "truncated",
     "invalid_utf8",
     "partial",

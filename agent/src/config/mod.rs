@@ -106,6 +106,8 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     /// Read lines from standard input.
     Stdin,
+    /// Read the systemd journal through `journalctl`.
+    Journald(JournaldSourceConfig),
     /// Write a heartbeat event every `interval` (default 60s).
     Heartbeat {
         /// Time between heartbeats.
@@ -145,6 +147,21 @@ pub struct FileSourceConfig {
     /// durable, gives its descriptor back; it is reopened (and its identity checked) when
     /// it grows. Default 5m.
     pub close_inactive: Duration,
+}
+
+/// `type = "journald"`.
+#[derive(Debug, Clone)]
+pub struct JournaldSourceConfig {
+    /// Only entries of these units (`_SYSTEMD_UNIT=`, any of them). Default: all.
+    pub units: Vec<String>,
+    /// Journal field matches: any value of a field, every field. Default: none.
+    pub matches: BTreeMap<String, Vec<String>>,
+    /// Where to start when there is no saved cursor yet. Default `beginning`.
+    pub read_from: ReadFrom,
+    /// Read journal files from this directory (`--directory`). Default: the system journal.
+    pub journal_directory: Option<PathBuf>,
+    /// The `journalctl` to run. Default `journalctl` (looked up in `PATH`).
+    pub journalctl_path: PathBuf,
 }
 
 /// `type = "http"` (source).

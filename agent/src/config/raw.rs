@@ -78,6 +78,11 @@ pub(super) struct RawSource {
     pub(super) auth: Option<RawAuth>,
     // heartbeat
     pub(super) interval: Option<Dur>,
+    // journald
+    pub(super) units: Option<Vec<String>>,
+    pub(super) matches: Option<BTreeMap<String, Vec<String>>>,
+    pub(super) journal_directory: Option<PathBuf>,
+    pub(super) journalctl_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,7 +9,7 @@ use super::error::{Checker, ConfigError};
 use super::raw::{RawConfig, RawSink, RawSource, RawWal};
 use super::{
     ApiConfig, Auth, Config, Encoding, FileSourceConfig, HttpSinkConfig, HttpSourceConfig,
-    LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, TlsConfig,
+    JournaldSourceConfig, LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, TlsConfig,
 };
 
 pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
@@ -191,6 +191,15 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
     if s.kind != "heartbeat" {
         refuse_keys(c, "sources", name, &s.kind, &heartbeat_keys)?;
     }
+    let journald_keys = [
+        ("units", s.units.is_some()),
+        ("matches", s.matches.is_some()),
+        ("journal_directory", s.journal_directory.is_some()),
+        ("journalctl_path", s.journalctl_path.is_some()),
+    ];
+    if s.kind != "journald" {
+        refuse_keys(c, "sources", name, &s.kind, &journald_keys)?;
+    }
     match s.kind.as_str() {
         "file" => {
             refuse_keys(c, "sources", name, "file", &http_keys)?;
@@ -283,6 +292,12 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
                 auth: auth.unwrap_or_default(),
             }))
         }
+        "journald" => {
+            refuse_keys(c, "sources", name, "journald", &http_keys)?;
+            refuse_keys(c, "sources", name, "journald", &file_keys[..2])?;
+            refuse_keys(c, "sources", name, "journald", &file_keys[3..])?;
+            validate_journald(name, s, c)
+        }
         "stdin" => {
             refuse_keys(c, "sources", name, "stdin", &file_keys)?;
             refuse_keys(c, "sources", name, "stdin", &http_keys)?;
@@ -299,9 +314,65 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         }
         other => Err(c.err(
             &["sources", name, "type"],
-            format!("{other:?} is not a source type (file, http, stdin, heartbeat)"),
+            format!("{other:?} is not a source type (file, http, stdin, heartbeat, journald)"),
         )),
     }
+}
+
+fn validate_journald(
+    name: &str,
+    s: RawSource,
+    c: &Checker<'_>,
+) -> Result<SourceConfig, ConfigError> {
+    let units = s.units.unwrap_or_default();
+    if units.iter().any(|u| u.is_empty() || u.contains('\n')) {
+        return Err(c.err(
+            &["sources", name, "units"],
+            "unit names must be non-empty, on one line",
+        ));
+    }
+    let matches = s.matches.unwrap_or_default();
+    for (field, values) in &matches {
+        // journalctl takes FIELD=value only for names of A-Z, 0-9 and _ not starting with a digit.
+        let ok = !field.is_empty()
+            && !field.starts_with(|ch: char| ch.is_ascii_digit())
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(c.err(
+                &["sources", name, "matches"],
+                format!(
+                    "{field:?} is not a journal field name (A-Z 0-9 _, not starting with a digit)"
+                ),
+            ));
+        }
+        if values.is_empty() || values.iter().any(|v| v.contains('\n')) {
+            return Err(c.err(
+                &["sources", name, "matches", field],
+                "needs at least one value, each on one line",
+            ));
+        }
+    }
+    let read_from = match s.read_from.as_deref() {
+        None | Some("beginning") => ReadFrom::Beginning,
+        Some("end") => ReadFrom::End,
+        Some(other) => {
+            return Err(c.err(
+                &["sources", name, "read_from"],
+                format!("{other:?} is not one of beginning, end"),
+            ))
+        }
+    };
+    Ok(SourceConfig::Journald(JournaldSourceConfig {
+        units,
+        matches,
+        read_from,
+        journal_directory: s.journal_directory,
+        journalctl_path: s
+            .journalctl_path
+            .unwrap_or_else(|| PathBuf::from("journalctl")),
+    }))
 }
 
 fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, ConfigError> {

@@ -6,6 +6,7 @@
 pub mod file;
 pub mod heartbeat;
 pub mod http;
+pub mod journald;
 pub mod stdin;
 
 use std::path::PathBuf;
