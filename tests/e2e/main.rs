@@ -20,6 +20,7 @@ mod gap_records;
 mod health;
 mod heartbeat;
 mod http_source;
+mod journald;
 mod outage;
 mod packaging;
 mod reload;

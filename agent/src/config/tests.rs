@@ -227,3 +227,47 @@ fn the_packaged_configs_are_valid() {
             .any(|s| matches!(s, SourceConfig::Heartbeat { .. })));
     }
 }
+
+const JOURNALD: &str = r#"
+[sources.journal]
+type = "journald"
+units = ["ssh.service", "sudo.service"]
+matches = { SYSLOG_FACILITY = ["4", "10"] }
+read_from = "end"
+journal_directory = "/var/log/journal"
+
+[sinks.debug]
+type = "console"
+"#;
+
+#[test]
+fn a_journald_source_takes_its_documented_keys_and_defaults() {
+    let c = Config::parse_with_env(JOURNALD, env).unwrap_or_else(|e| panic!("{e}"));
+    let SourceConfig::Journald(j) = &c.sources["journal"] else {
+        panic!("not journald")
+    };
+    assert_eq!(j.units, ["ssh.service", "sudo.service"]);
+    assert_eq!(j.matches["SYSLOG_FACILITY"], ["4", "10"]);
+    assert_eq!(j.read_from, ReadFrom::End);
+    assert_eq!(
+        j.journal_directory.as_deref(),
+        Some(Path::new("/var/log/journal"))
+    );
+    assert_eq!(j.journalctl_path, Path::new("journalctl"));
+}
+
+#[test]
+fn a_journald_source_refuses_bad_field_names_empty_matches_and_file_keys() {
+    let text = JOURNALD.replace("SYSLOG_FACILITY", "syslog_facility");
+    let e = err(&text);
+    assert_eq!(e.key, "sources.journal.matches", "{e}");
+    let text = JOURNALD.replace("[\"4\", \"10\"]", "[]");
+    let e = err(&text);
+    assert_eq!(e.key, "sources.journal.matches.SYSLOG_FACILITY", "{e}");
+    let text = JOURNALD.replace("read_from = \"end\"", "include = [\"/x\"]");
+    let e = err(&text);
+    assert_eq!(e.key, "sources.journal.include", "{e}");
+    assert_eq!(e.line, line(&text, "include"));
+    let text = EXAMPLE.replace("type = \"stdin\"", "type = \"stdin\"\nunits = [\"a\"]");
+    assert_eq!(err(&text).key, "sources.pipe.units");
+}

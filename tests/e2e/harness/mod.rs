@@ -1,7 +1,8 @@
 //! The shared harness: the agent as a child process ([`Agent`]), a receiver that
 //! misbehaves on cue ([`Receiver`]), log files that rotate ([`LogFile`]), a private CA
 //! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
-//! [`capture`] for the continuity checker), and reloading a running agent ([`reload`]).
+//! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), and
+//! real journal files ([`journal`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -10,6 +11,7 @@ pub mod capture;
 pub mod certs;
 pub mod client;
 pub mod http1;
+pub mod journal;
 pub mod lines;
 pub mod logfile;
 pub mod receiver;

@@ -68,3 +68,17 @@ partial_line_timeout = "500ms"
         include = toml_path(include)
     )
 }
+
+/// A journald source `name` reading the journal files in `dir`; `extra` lines go into its
+/// table.
+pub fn journald_source(name: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[sources.{name}]
+type = "journald"
+journal_directory = {dir}
+{extra}
+"#,
+        dir = toml_path(dir)
+    )
+}

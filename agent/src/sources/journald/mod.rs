@@ -211,11 +211,7 @@ impl Reader {
                 .kill_on_drop(true);
             match cmd.output().await {
                 Ok(out) if out.status.success() => {
-                    let last = out
-                        .stdout
-                        .split(|b| *b == b'\n')
-                        .filter_map(Entry::parse)
-                        .last();
+                    let last = out.stdout.rsplit(|b| *b == b'\n').find_map(Entry::parse);
                     return Some(last.map(|e| e.cursor));
                 }
                 Ok(out) => {
@@ -432,7 +428,7 @@ mod tests {
     fn cursor_time_is_read_from_its_t_part() {
         assert_eq!(
             cursor_realtime_us("s=ab;i=a;b=cd;m=3f1;t=60a24181e6328;x=7d"),
-            Some(0x60a2_4181_e632_8)
+            Some(0x0006_0a24_181e_6328)
         );
         assert_eq!(cursor_realtime_us("garbage"), None);
     }
