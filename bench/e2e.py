@@ -17,6 +17,13 @@ NDJSON bodies of --events-per-request events by --clients keep-alive connections
 source; it also prints the rate at which the source answered 200 (events durable in the WAL).
 
     python3 bench/e2e.py --source http [--lines 1000000] [--events-per-request 1000] [--clients 2]
+
+With --source journald the N lines are entries of a pre-filled journal file (written, before
+the clock starts, by systemd-journal-remote from export format: MESSAGE of about 200 bytes,
+_SYSTEMD_UNIT, PRIORITY, SYSLOG_IDENTIFIER, _PID, two boots), read through journalctl by a
+journald source with journal_directory.
+
+    python3 bench/e2e.py --source journald [--lines 200000]
 """
 import argparse, http.client, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -107,7 +114,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--files", type=int, default=1)
     ap.add_argument("--nofile", type=int, default=0)
-    ap.add_argument("--source", choices=["file", "http"], default="file")
+    ap.add_argument("--source", choices=["file", "http", "journald"], default="file")
     ap.add_argument("--events-per-request", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
@@ -134,6 +141,21 @@ def main():
                     f.write(l + b"x" * (199 - len(l)) + b"\n")
             raw_bytes += os.path.getsize(log)
         source = f'type = "file"\ninclude = ["{logdir}/*.log"]'
+    elif args.source == "journald":
+        jdir = os.path.join(work, "journal"); os.makedirs(jdir)
+        export = bytearray()
+        raw_bytes = 0
+        for i in range(args.lines):
+            l = line % i
+            msg = l + b"x" * (199 - len(l))
+            raw_bytes += len(msg) + 1
+            boot = b"a" * 32 if i < args.lines // 2 else b"b" * 32
+            export += (b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n_HOSTNAME=benchhost\n"
+                       b"_SYSTEMD_UNIT=checkout.service\nPRIORITY=6\nSYSLOG_IDENTIFIER=checkout\n_PID=4242\nMESSAGE=%s\n\n"
+                       % (1_700_000_000_000_000 + i, 1_000_000 + i, boot, msg))
+        subprocess.run(["/lib/systemd/systemd-journal-remote", f"--output={jdir}/system.journal", "--split-mode=none", "-"],
+                       input=bytes(export), check=True, stderr=subprocess.DEVNULL)
+        source = f'type = "journald"\njournal_directory = "{jdir}"'
     else:
         bodies = http_bodies(args.lines, args.events_per_request)
         raw_bytes = sum(len(b) for b in bodies)
