@@ -335,3 +335,35 @@ async fn an_empty_journal_directory_is_waited_for_without_a_warning_each_time() 
         agent.stderr_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_journalctl_is_killed_restarted_and_nothing_is_lost() {
+    let lines = numbered_lines("hung", 0, 200);
+    let (receiver, agent, mut journal) =
+        setup("", |j| j.write_lines("app.service", &lines[..100])).await;
+    receiver.wait_for_lines(&lines[..100], DELIVERY).await;
+    let mut pids = Vec::new();
+    wait_until(SHORT, "the following journalctl", async || {
+        pids = journalctl_pids(journal.dir());
+        pids.len() == 1
+    })
+    .await;
+    // Hung: alive, but prints nothing while the journal grows.
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    journal.write_lines("app.service", &lines[100..]);
+    // Noticed after 10 s of silence and 2 s of grace (plus a loaded machine's margin).
+    receiver.wait_for_lines(&lines, DELIVERY).await;
+    assert_delivered_once_in_order(&lines, &receiver);
+    let status = agent.status_json().await;
+    assert_eq!(
+        status["sources"]["journal"]["journalctl_restarts"], 1,
+        "{status:#}"
+    );
+    let error = status["sources"]["journal"]["last_error"].as_str().unwrap();
+    assert!(error.contains("hung"), "{error}");
+    assert!(!journalctl_pids(journal.dir()).contains(&pids[0]));
+}

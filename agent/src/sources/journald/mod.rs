@@ -17,7 +17,10 @@
 //! entry of the next. `--after-cursor` with a vacuumed C also skips the oldest entry left,
 //! which `--cursor` does not.
 //!
-//! A child that exits (or cannot start) is restarted with backoff, logged (once per
+//! A following child that prints nothing for [`HANG_CHECK`] while a one-shot
+//! `journalctl --after-cursor=C --lines=1` shows a newer entry, and still nothing within
+//! [`HANG_GRACE`], is hung: it is killed. A child that exits (or cannot start, or hung) is
+//! restarted with backoff, logged (once per
 //! distinct error while it keeps failing), counted in
 //! `gapless_source_journalctl_restarts_total` and shown in `/status`.
 //! `read_from = "end"` at the very first start saves the cursor of the newest matching
@@ -45,6 +48,10 @@ const MAX_BATCH: usize = 4096;
 const LINGER: Duration = Duration::from_millis(5);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A following child silent this long is checked: does the journal hold newer entries?
+const HANG_CHECK: Duration = Duration::from_secs(10);
+/// How long it then has to print one before it counts as hung and is killed.
+const HANG_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of a child's stderr kept for the log and `/status`.
 const STDERR_TAIL: usize = 2048;
 
@@ -229,6 +236,30 @@ impl Reader {
         }
     }
 
+    /// Whether the journal holds a matching entry after the last one read (a one-shot
+    /// `journalctl --after-cursor=C --lines=1`). `false` when that cannot be told.
+    async fn newer_entry_exists(&self) -> bool {
+        let mut cmd = Command::new(&self.config.journalctl_path);
+        if let Some(dir) = &self.config.journal_directory {
+            cmd.arg(format!("--directory={}", dir.display()));
+        }
+        cmd.args(["--merge", "--output=json", "--all", "--lines=1", "--quiet"]);
+        if let Some(c) = &self.cursor {
+            cmd.arg(format!("--after-cursor={c}"));
+        }
+        cmd.args(self.match_args())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(HANG_GRACE * 5, cmd.output()).await {
+            Ok(Ok(out)) if out.status.success() => out
+                .stdout
+                .split(|b| *b == b'\n')
+                .any(|l| Entry::parse(l).is_some()),
+            _ => false,
+        }
+    }
+
     /// Runs one child to its end (or to shutdown), appending what it prints.
     async fn run_child(&mut self, ctx: &mut SourceContext, phase: Phase) -> crate::Result<End> {
         let mut child: Child = match self.command(phase).spawn() {
@@ -256,6 +287,7 @@ impl Reader {
         };
         let mut lines = BufReader::with_capacity(1 << 20, stdout).split(b'\n');
         // Only a catch-up from a saved cursor checks that the cursor still exists.
+        let mut suspect: Option<()> = None;
         let mut expect = match phase {
             Phase::CatchUp => self.cursor.clone(),
             Phase::Follow => None,
@@ -266,9 +298,30 @@ impl Reader {
                     // Idle: let the last append complete and save its cursor.
                     self.settle(ctx).await?;
                 }
+                let check =
+                    tokio::time::Instant::now() + suspect.map_or(HANG_CHECK, |_| HANG_GRACE);
                 tokio::select! {
                     () = ctx.stopped() => return Ok(End::Stopped),
                     r = lines.next_segment() => r,
+                    () = tokio::time::sleep_until(check), if phase == Phase::Follow => {
+                        // Silent: is the journal ahead of it? Once yes, it gets a grace
+                        // period to print the entry, then it counts as hung.
+                        if !self.newer_entry_exists().await {
+                            suspect = None;
+                        } else if suspect.is_none() {
+                            suspect = Some(());
+                        } else {
+                            let _ = child.start_kill();
+                            let _ = child.wait().await;
+                            return Ok(End::Exited {
+                                ok: false,
+                                error: format!(
+                                    "journalctl --follow printed nothing for {HANG_CHECK:?} while the journal holds newer entries; killed as hung"
+                                ),
+                            });
+                        }
+                        continue;
+                    }
                 }
             } else {
                 tokio::select! {
@@ -290,6 +343,7 @@ impl Reader {
                     break;
                 }
             };
+            suspect = None;
             let Some(entry) = Entry::parse(&line) else {
                 if !line.is_empty() && !line.starts_with(b"-- ") {
                     tracing::warn!(source = %ctx.name, line = %String::from_utf8_lossy(&line[..line.len().min(200)]), "journalctl printed a line that is not an entry; skipped");
