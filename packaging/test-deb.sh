@@ -30,6 +30,7 @@ echo "== install"
 dpkg -i "$deb"
 id gapless
 id -nG gapless | grep -qw adm
+if getent group systemd-journal >/dev/null; then id -nG gapless | grep -qw systemd-journal; fi
 [ "$(stat -c '%U %a' /var/lib/gapless)" = "gapless 750" ]
 
 echo "== systemd unit"

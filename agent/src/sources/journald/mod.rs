@@ -83,6 +83,9 @@ pub async fn run(mut ctx: SourceContext, config: JournaldSourceConfig) -> crate:
         config,
         last_error: None,
     };
+    // Takes input from now on, even while journalctl cannot answer yet (no journal, no
+    // permission): that is a restart loop visible in /status, not a never-ready agent.
+    ctx.mark_started();
     match reader.file.load()? {
         Some(c) => reader.cursor = c,
         None => {
@@ -100,7 +103,6 @@ pub async fn run(mut ctx: SourceContext, config: JournaldSourceConfig) -> crate:
         s.journal_cursor.clone_from(&reader.cursor);
         s.journalctl_restarts = Some(0);
     });
-    ctx.mark_started();
     let mut backoff = INITIAL_BACKOFF;
     loop {
         let before = reader.cursor.clone();
