@@ -7,6 +7,7 @@ pub mod file;
 pub mod heartbeat;
 pub mod http;
 pub mod stdin;
+pub mod syslog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
