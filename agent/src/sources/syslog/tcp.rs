@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gapless_wal::AppendBatch;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -116,7 +116,7 @@ impl Drop for Active {
 /// it completes appended and durable, then the next read.
 async fn serve(
     ctx: &SourceContext,
-    mut stream: impl AsyncRead + Unpin,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     peer: SocketAddr,
     mut decoder: Decoder,
 ) {
@@ -148,6 +148,8 @@ async fn serve(
             return;
         }
         if eof {
+            // TLS: a close_notify, so that the client sees a clean end.
+            let _ = stream.shutdown().await;
             return;
         }
     }
