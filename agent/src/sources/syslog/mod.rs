@@ -102,37 +102,52 @@ impl<'a> Events<'a> {
         );
     }
 
-    /// Counts what was appended.
-    fn appended(self, events: u64, bytes: u64) {
-        let source = self.ctx.encoder.source();
-        self.ctx.metrics.source_appended(source, events, bytes);
-        let label = SourceLabel {
-            source: source.to_string(),
-        };
-        if self.unparsed > 0 {
-            self.ctx
-                .metrics
-                .source_syslog_unparsed
-                .get_or_create(&label)
-                .inc_by(self.unparsed);
-        }
-        if self.truncated > 0 {
-            self.ctx
-                .metrics
-                .source_syslog_truncated
-                .get_or_create(&label)
-                .inc_by(self.truncated);
+    /// What `batch` holds, to count once it is appended.
+    fn counts(self, batch: &AppendBatch) -> Counts {
+        Counts {
+            events: batch.len() as u64,
+            bytes: batch.payload_bytes() as u64,
+            unparsed: self.unparsed,
+            truncated: self.truncated,
         }
     }
 }
 
-/// Appends `batch` and waits until it is durable. `Ok(false)`: the WAL refused it for
-/// good (closed or failed); the caller stops reading.
-async fn append(ctx: &SourceContext, events: Events<'_>, batch: AppendBatch) -> bool {
-    let (n, bytes) = (batch.len() as u64, batch.payload_bytes() as u64);
-    match ctx.appender.append(batch).await {
+/// What one batch held, counted in the metrics once it is durable.
+struct Counts {
+    events: u64,
+    bytes: u64,
+    unparsed: u64,
+    truncated: u64,
+}
+
+/// Counts an appended batch, or logs why it was not. `false`: the WAL refused it for good
+/// (closed or failed); the caller stops reading.
+fn settle(
+    ctx: &SourceContext,
+    counts: &Counts,
+    result: gapless_wal::Result<gapless_wal::SeqRange>,
+) -> bool {
+    match result {
         Ok(_) => {
-            events.appended(n, bytes);
+            let source = ctx.encoder.source();
+            ctx.metrics
+                .source_appended(source, counts.events, counts.bytes);
+            let label = SourceLabel {
+                source: source.to_string(),
+            };
+            if counts.unparsed > 0 {
+                ctx.metrics
+                    .source_syslog_unparsed
+                    .get_or_create(&label)
+                    .inc_by(counts.unparsed);
+            }
+            if counts.truncated > 0 {
+                ctx.metrics
+                    .source_syslog_truncated
+                    .get_or_create(&label)
+                    .inc_by(counts.truncated);
+            }
             true
         }
         // Counted, and written as a gap record, by the WAL's drop_newest policy.
@@ -142,6 +157,13 @@ async fn append(ctx: &SourceContext, events: Events<'_>, batch: AppendBatch) -> 
             false
         }
     }
+}
+
+/// Appends `batch` and waits until it is durable; see [`settle`].
+async fn append(ctx: &SourceContext, events: Events<'_>, batch: AppendBatch) -> bool {
+    let counts = events.counts(&batch);
+    let result = ctx.appender.append(batch).await;
+    settle(ctx, &counts, result)
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
 //! The UDP socket: one datagram is one message. Reads what the kernel has queued in
-//! batches (one wait, then whatever else is already there), appends each batch and awaits
-//! its durability. Datagrams the kernel drops while the socket buffer is full are read from
+//! batches (one wait, then whatever else is already there) and keeps up to
+//! [`MAX_IN_FLIGHT`] batches appending at once, filling the next one meanwhile, so that the
+//! socket is drained while the WAL syncs (UDP has no acknowledgement to hold back; the bound keeps memory bounded when the
+//! WAL blocks, and then the kernel drops and counts). Datagrams the kernel drops while the socket buffer is full are read from
 //! the socket's `drops` counter in `/proc/net/udp` (or `udp6`) every second and written
 //! as a `source_overflow` gap record.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use gapless_wal::AppendBatch;
+use gapless_wal::{AppendBatch, PendingAppend};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::{append, Events};
+use super::{settle, Counts, Events};
 use crate::config::SyslogSourceConfig;
 use crate::sources::SourceContext;
 
@@ -20,6 +23,8 @@ use crate::sources::SourceContext;
 const BATCH: usize = 4096;
 /// The most payload bytes of one batch.
 const BATCH_BYTES: usize = 4 << 20;
+/// The most batches appending at once.
+const MAX_IN_FLIGHT: usize = 4;
 /// How often the kernel's drop counter is read.
 const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest UDP payload.
@@ -94,9 +99,34 @@ pub(super) async fn run(ctx: SourceContext, config: SyslogSourceConfig) -> crate
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut tick = tokio::time::interval(DROPS_INTERVAL);
     let mut shutdown = ctx.clone();
+    let mut in_flight: VecDeque<(PendingAppend, Counts)> = VecDeque::new();
+    // The batch being filled: while appends are in flight, datagrams gather here, so that
+    // the batches grow with the WAL's latency.
+    let mut events = Events::new(&ctx);
+    let mut batch = AppendBatch::with_capacity(256, 64 << 10);
     loop {
+        let (busy, room) = (
+            !in_flight.is_empty(),
+            batch.len() < BATCH && batch.payload_bytes() < BATCH_BYTES,
+        );
         tokio::select! {
-            () = shutdown.stopped() => return Ok(()),
+            () = shutdown.stopped() => {
+                for (pending, counts) in in_flight {
+                    settle(&ctx, &counts, pending.await);
+                }
+                if !batch.is_empty() {
+                    let counts = events.counts(&batch);
+                    settle(&ctx, &counts, ctx.appender.append(batch).await);
+                }
+                return Ok(());
+            }
+            Some(done) = first_done(&mut in_flight), if busy => {
+                if let Some((_, counts)) = in_flight.pop_front() {
+                    if !settle(&ctx, &counts, done) {
+                        return Ok(());
+                    }
+                }
+            }
             _ = tick.tick() => {
                 if let Some(now) = inode.as_deref().and_then(kernel_drops) {
                     if now > seen {
@@ -105,9 +135,7 @@ pub(super) async fn run(ctx: SourceContext, config: SyslogSourceConfig) -> crate
                     seen = now;
                 }
             }
-            first = socket.recv_from(&mut buf) => {
-                let mut events = Events::new(&ctx);
-                let mut batch = AppendBatch::with_capacity(256, 64 << 10);
+            first = socket.recv_from(&mut buf), if room => {
                 let mut received = first;
                 loop {
                     match received {
@@ -123,12 +151,29 @@ pub(super) async fn run(ctx: SourceContext, config: SyslogSourceConfig) -> crate
                     }
                     received = socket.try_recv_from(&mut buf);
                 }
-                if !batch.is_empty() && !append(&ctx, events, batch).await {
+            }
+        }
+        if !batch.is_empty() && in_flight.len() < MAX_IN_FLIGHT {
+            let full = std::mem::replace(&mut batch, AppendBatch::with_capacity(256, 64 << 10));
+            let counts = std::mem::replace(&mut events, Events::new(&ctx)).counts(&full);
+            match ctx.appender.enqueue(full) {
+                Ok(pending) => in_flight.push_back((pending, counts)),
+                Err(e) => {
+                    settle(&ctx, &counts, Err(e));
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// The result of the oldest append in flight, once it completes (it stays queued; the
+/// caller pops it).
+async fn first_done(
+    in_flight: &mut VecDeque<(PendingAppend, Counts)>,
+) -> Option<gapless_wal::Result<gapless_wal::SeqRange>> {
+    let (pending, _) = in_flight.front_mut()?;
+    Some(pending.await)
 }
 
 fn push(
