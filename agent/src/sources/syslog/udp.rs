@@ -1,10 +1,11 @@
 //! The UDP socket: one datagram is one message. Reads what the kernel has queued in
 //! batches (one wait, then whatever else is already there) and keeps up to
 //! [`MAX_IN_FLIGHT`] batches appending at once, filling the next one meanwhile, so that the
-//! socket is drained while the WAL syncs (UDP has no acknowledgement to hold back; the bound keeps memory bounded when the
-//! WAL blocks, and then the kernel drops and counts). Datagrams the kernel drops while the socket buffer is full are read from
-//! the socket's `drops` counter in `/proc/net/udp` (or `udp6`) every second and written
-//! as a `source_overflow` gap record.
+//! socket is drained while the WAL syncs. UDP has no acknowledgement to hold back; the
+//! bound (at most 5 batches of 16,384 events or 8 MiB) keeps memory bounded when the WAL
+//! blocks, and then the kernel drops and counts. Datagrams the kernel drops while the socket
+//! buffer is full are read from the socket's `drops` counter in `/proc/net/udp` (or `udp6`)
+//! every second and written as a `source_overflow` gap record.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,9 +21,9 @@ use crate::config::SyslogSourceConfig;
 use crate::sources::SourceContext;
 
 /// The most datagrams appended as one batch.
-const BATCH: usize = 4096;
+const BATCH: usize = 16384;
 /// The most payload bytes of one batch.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 8 << 20;
 /// The most batches appending at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// How often the kernel's drop counter is read.
