@@ -2,7 +2,7 @@
 //! 5424 with structured data) and UDP (RFC 3164), every field of the event checked;
 //! newline framing, a BOM, an unparseable message (kept whole), an over-long message
 //! (truncated and flagged); TLS with client certificates required; syslog-ng's `loggen`
-//! over TCP (all arrive) and UDP (arrivals plus reported kernel drops equal what was sent);
+//! over TCP and TLS (all arrive) and UDP (arrivals plus reported kernel drops equal what was sent);
 //! `max_connections`; and `kill -9` in the middle of a TCP stream.
 
 use std::time::{Duration, SystemTime};
@@ -568,4 +568,44 @@ async fn kill_9_during_a_tcp_stream_loses_only_a_tail_the_agent_had_not_made_dur
         "kill -9: {sent} written by the sender, {k} durable and delivered, {} lost in the socket buffers and the batch in hand",
         sent - k
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loggen_over_tls_delivers_every_message_once() {
+    const N: u64 = 5_000;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.write_server(dir.path());
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _agent = start(
+        &receiver,
+        &syslog_source(
+            "tls",
+            port,
+            &format!(
+                "tls = {{ cert_file = {}, key_file = {} }}",
+                toml_path(&cert),
+                toml_path(&key)
+            ),
+        ),
+    )
+    .await;
+    let (p, n) = (port.to_string(), N.to_string());
+    run(&[
+        "loggen",
+        "-U",
+        "-P",
+        "-Q",
+        "-n",
+        &n,
+        "-r",
+        "100000",
+        "-I",
+        "60",
+        "127.0.0.1",
+        &p,
+    ]);
+    let events = receiver.wait_for_events(N as usize, DELIVERY).await;
+    assert_eq!(loggen_seqs(&events), (0..N).collect::<Vec<_>>());
 }

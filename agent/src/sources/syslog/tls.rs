@@ -63,8 +63,12 @@ pub fn server_config(tls: &SyslogTls) -> Result<Arc<ServerConfig>, TlsFileError>
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder
+    let mut config = builder
         .with_single_cert(chain, key)
-        .map(Arc::new)
-        .map_err(|e| err("key_file", &tls.key_file, e))
+        .map_err(|e| err("key_file", &tls.key_file, e))?;
+    // No TLS 1.3 session tickets: a syslog client never reads, and a socket closed with
+    // unread tickets in it is reset instead of shut down, which throws away what it sent
+    // last (seen with loggen -U). Clients reconnect rarely; resumption buys nothing here.
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
