@@ -2,7 +2,9 @@
 //! 5424 with structured data) and UDP (RFC 3164), every field of the event checked;
 //! newline framing, a BOM, an unparseable message (kept whole), an over-long message
 //! (truncated and flagged); TLS with client certificates required; syslog-ng's `loggen`
-//! over TCP and TLS (all arrive) and UDP (arrivals plus reported kernel drops equal what was sent);
+//! over TCP and TLS (all arrive) and UDP (arrivals plus reported kernel drops equal what
+//! was sent); a syslog-ng relay (RFC 3164 in, octet-counted RFC 5424 out; rsyslog
+//! conflicts with syslog-ng-core on Debian, so syslog-ng stands in for it);
 //! `max_connections`; and `kill -9` in the middle of a TCP stream.
 
 use std::time::{Duration, SystemTime};
@@ -608,4 +610,90 @@ async fn loggen_over_tls_delivers_every_message_once() {
     ]);
     let events = receiver.wait_for_events(N as usize, DELIVERY).await;
     assert_eq!(loggen_seqs(&events), (0..N).collect::<Vec<_>>());
+}
+
+/// A syslog-ng relay, killed on drop.
+struct Relay(std::process::Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_syslog_ng_relay_forwards_rfc3164_as_octet_counted_rfc5424_with_every_field() {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _agent = start(&receiver, &syslog_source("tcp", port, "")).await;
+    // logger (RFC 3164, UDP) -> syslog-ng -> gapless (RFC 5424, octet counting, TCP).
+    let dir = tempfile::tempdir().unwrap();
+    let relay_port = free_port();
+    let conf = dir.path().join("syslog-ng.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"@version: 3.38
+options {{ keep-hostname(yes); }};
+source s_in {{ network(ip("127.0.0.1") port({relay_port}) transport("udp")); }};
+destination d_out {{ syslog("127.0.0.1" port({port}) transport("tcp")); }};
+log {{ source(s_in); destination(d_out); }};
+"#
+        ),
+    )
+    .unwrap();
+    let ctl = dir.path().join("ctl");
+    let _relay = Relay(
+        std::process::Command::new("syslog-ng")
+            .arg("-F")
+            .arg("--no-caps")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-R")
+            .arg(dir.path().join("persist"))
+            .arg("-p")
+            .arg(dir.path().join("pid"))
+            .arg("-c")
+            .arg(&ctl)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("syslog-ng (apt-get install syslog-ng-core)"),
+    );
+    // Bound when its socket is in /proc/net/udp (local address 0100007F:PORT).
+    let bound = format!("0100007F:{relay_port:04X} ");
+    wait_until(SHORT, "syslog-ng to bind its UDP port", async || {
+        ctl.exists() && std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&bound))
+    })
+    .await;
+    let p = relay_port.to_string();
+    run(&[
+        "logger",
+        "--udp",
+        "--rfc3164",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &p,
+        "-t",
+        "myapp",
+        "--id=4242",
+        "-p",
+        "daemon.warning",
+        "relayed hello",
+    ]);
+    let events = receiver.wait_for_events(1, DELIVERY).await;
+    assert_recent(&events[0]);
+    assert_eq!(
+        comparable(&events[0]),
+        json!({
+            "message": "relayed hello",
+            "source": "net",
+            "syslog": {
+                "facility": "daemon", "severity": "warning", "hostname": hostname(),
+                "appname": "myapp", "procid": "4242", "format": "rfc5424"
+            }
+        })
+    );
 }
