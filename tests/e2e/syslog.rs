@@ -697,3 +697,33 @@ log {{ source(s_in); destination(d_out); }};
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_reads_what_already_arrived_before_closing_a_tcp_connection() {
+    const N: u64 = 50_000;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let mut agent = start(&receiver, &syslog_source("tcp", port, "")).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut stream = Vec::new();
+    for i in 0..N {
+        let m = format!("<13>1 - - app - - - n={i:09}");
+        stream.extend_from_slice(format!("{} {m}", m.len()).as_bytes());
+    }
+    s.write_all(&stream).await.unwrap();
+    // Everything is in the kernel's buffers (on loopback, mostly the agent's) when the
+    // agent is told to stop: it reads it all before it closes the connection.
+    agent.sigterm();
+    assert!(agent.wait_exit(DELIVERY).await.success());
+    agent.restart().await;
+    let events = receiver.wait_for_events(N as usize, DELIVERY).await;
+    let mut n: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str()?.strip_prefix("n=")?.parse().ok())
+        .collect();
+    n.sort_unstable();
+    n.dedup();
+    assert_eq!(n.len() as u64, N);
+}

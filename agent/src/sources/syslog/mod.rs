@@ -20,7 +20,8 @@
 //!   `kill -9`, power loss or connection reset, what is lost is exactly what the kernel had
 //!   already ACKed at the TCP level but the agent had not yet made durable: the bytes in
 //!   the socket's receive buffer plus the one batch in hand. The sender cannot know which
-//!   (RFC 6587 has no acks); everything appended before is delivered.
+//!   (RFC 6587 has no acks); everything appended before is delivered. On SIGTERM or
+//!   reload a connection reads what has already arrived before it closes (`tcp.rs`).
 //! - **UDP**: no flow control at all. Datagrams the kernel drops because the socket
 //!   buffer (`receive_buffer_bytes`) is full are counted by the kernel; the source reads
 //!   that counter from `/proc/net/udp` every second and appends a `source_overflow` gap

@@ -1,12 +1,16 @@
 //! The TCP and TLS listener: accepts up to `max_connections` connections and runs each as
 //! read one batch → append → await durability → read again (the rule in the module doc of
 //! `syslog`). Connections beyond the limit are closed at once, counted in
-//! `gapless_source_refused_connections_total` and logged once per burst.
+//! `gapless_source_refused_connections_total` and logged once per burst. At shutdown (and
+//! reload) each connection first reads what has already arrived — until it is quiet for
+//! 100 ms, at most 1 s — appends it, and only then closes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gapless_wal::AppendBatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,6 +29,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for connections to append the batch in hand.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At shutdown, a connection is read until it has been quiet this long …
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// … or for at most this long.
+const DRAIN_CONNECTION: Duration = Duration::from_secs(1);
 
 /// Accepts connections until shutdown.
 pub(super) async fn run(ctx: SourceContext, config: SyslogSourceConfig) -> crate::Result<()> {
@@ -123,12 +132,27 @@ async fn serve(
     let peer_text = peer.to_string();
     let mut shutdown = ctx.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Set when the agent stops: until then, the connection is read for what has already
+    // arrived (closing a socket with unread bytes resets it and the kernel discards them).
+    let mut drain_until: Option<Instant> = None;
     loop {
         let start = buf.len();
         buf.resize(start + READ_CHUNK, 0);
-        let read = tokio::select! {
-            r = stream.read(&mut buf[start..]) => r,
-            () = shutdown.stopped() => Ok(0),
+        let read = match drain_until {
+            Some(deadline) => {
+                let quiet = DRAIN_QUIET.min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::timeout(quiet, stream.read(&mut buf[start..]))
+                    .await
+                    .unwrap_or(Ok(0))
+            }
+            None => tokio::select! {
+                r = stream.read(&mut buf[start..]) => r,
+                () = shutdown.stopped() => {
+                    drain_until = Some(Instant::now() + DRAIN_CONNECTION);
+                    buf.truncate(start);
+                    continue;
+                }
+            },
         };
         let (n, eof) = match read {
             Ok(0) => (0, true),
