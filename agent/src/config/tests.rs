@@ -178,6 +178,7 @@ fn the_shipped_example_configs_are_valid() {
     for text in [
         include_str!("../../../examples/stdin-to-console.toml"),
         include_str!("../../../examples/files-to-http.toml"),
+        include_str!("../../../examples/syslog-to-http.toml"),
     ] {
         Config::parse_with_env(text, env).unwrap_or_else(|e| panic!("{e}"));
     }
