@@ -34,7 +34,7 @@ async fn start(receiver: &Receiver, source: &str) -> Agent {
     Agent::builder()
         .config(&format!(
             "{source}{}",
-            http_sink(&receiver.url(), &["net"], 1000, "")
+            http_sink(&receiver.url(), &[], 1000, "")
         ))
         .start()
         .await
@@ -726,4 +726,33 @@ async fn sigterm_reads_what_already_arrived_before_closing_a_tcp_connection() {
     n.sort_unstable();
     n.dedup();
     assert_eq!(n.len() as u64, N);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_rebinds_the_tcp_and_udp_ports() {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (tcp, udp) = (free_port(), free_port());
+    let body = format!(
+        "{}{}{}",
+        syslog_source("tcp", tcp, ""),
+        syslog_source("udp", udp, "").replace("sources.net", "sources.dgram"),
+        http_sink(&receiver.url(), &[], 1000, "")
+    );
+    let mut agent = Agent::builder().config(&body).start().await;
+    send_tcp(tcp, b"<13>1 - - - - - - before\n").await;
+    receiver.wait_for_events(1, DELIVERY).await;
+    // The sources stop (their sockets closed) and start again on the same ports.
+    agent.reload(&body).await;
+    send_tcp(tcp, b"<13>1 - - - - - - after\n").await;
+    let p = udp.to_string();
+    run(&["logger", "--udp", "-n", "127.0.0.1", "-P", &p, "over udp"]);
+    let events = receiver.wait_for_events(3, DELIVERY).await;
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&"after") && messages.contains(&"over udp"),
+        "{messages:?}"
+    );
 }
