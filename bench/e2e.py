@@ -25,7 +25,10 @@ the WAL (`gapless_source_events_total`); UDP also prints the drops the kernel co
 as `gapless_dropped_events_total{reason="source_overflow"}`), and then waits for what was
 appended rather than for all N.
 
-    python3 bench/e2e.py --source syslog-tcp [--lines 1000000] [--clients 2]
+    python3 bench/e2e.py --source syslog-tcp [--lines 1000000] [--clients 2] [--sender loggen]
+
+--sender loggen sends with syslog-ng's `loggen` instead (`-S -P` for TCP, `-D` for UDP; 200-byte
+messages, --clients active connections), which writes faster than Python.
 """
 import argparse, http.client, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -163,6 +166,7 @@ def main():
     ap.add_argument("--source", choices=["file", "http", "syslog-tcp", "syslog-udp"], default="file")
     ap.add_argument("--events-per-request", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--sender", choices=["python", "loggen"], default="python")
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
     args = ap.parse_args()
     if args.source != "file" and args.outage_gib > 0:
@@ -189,7 +193,7 @@ def main():
         source = f'type = "file"\ninclude = ["{logdir}/*.log"]'
     elif args.source.startswith("syslog"):
         mode = args.source.split("-")[1]
-        per_client = syslog_messages(args.lines, args.clients)
+        per_client = syslog_messages(args.lines, args.clients) if args.sender == "python" else None
         raw_bytes = 200 * args.lines
         syslog_port = free_port()
         source = f'type = "syslog"\nmode = "{mode}"\naddress = "127.0.0.1:{syslog_port}"'
@@ -246,7 +250,16 @@ level = "warn"
                 ingest_took = post_all(http_port, bodies, args.clients)
         expected = args.lines
         if args.source.startswith("syslog"):
-            syslog_send(mode, syslog_port, per_client)
+            if args.sender == "python":
+                syslog_send(mode, syslog_port, per_client)
+            else:
+                # loggen sends --number per connection.
+                per = -(-args.lines // args.clients)
+                subprocess.run(["loggen", "-i", "-S" if mode == "tcp" else "-D", *(["-P"] if mode == "tcp" else []),
+                                "-Q", "-s", "200", "-r", "100000000", "-I", "600", "-n", str(per),
+                                f"--active-connections={args.clients}", "127.0.0.1", str(syslog_port)],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                args.lines = per * args.clients
             sent_took = time.time() - t0
             last, last_change = -1, time.time()
             while True:

@@ -1,7 +1,9 @@
 //! The UDP socket: one datagram is one message. Reads what the kernel has queued in
 //! batches (one wait, then whatever else is already there) and keeps up to
 //! [`MAX_IN_FLIGHT`] batches appending at once, filling the next one meanwhile, so that the
-//! socket is drained while the WAL syncs. UDP has no acknowledgement to hold back; the
+//! socket is drained while the WAL syncs; while one appends, the next goes out only once it
+//! holds [`MIN_BATCH_IN_FLIGHT`] datagrams (a write per handful of datagrams halved the
+//! rate). UDP has no acknowledgement to hold back; the
 //! bound (at most 5 batches of 16,384 events or 8 MiB) keeps memory bounded when the WAL
 //! blocks, and then the kernel drops and counts. Datagrams the kernel drops while the socket
 //! buffer is full are read from the socket's `drops` counter in `/proc/net/udp` (or `udp6`)
@@ -24,6 +26,8 @@ use crate::sources::SourceContext;
 const BATCH: usize = 16384;
 /// The most payload bytes of one batch.
 const BATCH_BYTES: usize = 8 << 20;
+/// A batch goes out while another is appending only once it holds this many.
+const MIN_BATCH_IN_FLIGHT: usize = 1024;
 /// The most batches appending at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// How often the kernel's drop counter is read.
@@ -154,7 +158,10 @@ pub(super) async fn run(ctx: SourceContext, config: SyslogSourceConfig) -> crate
                 }
             }
         }
-        if !batch.is_empty() && in_flight.len() < MAX_IN_FLIGHT {
+        // A small batch waits while another is appending: it grows instead of costing a
+        // write of its own.
+        let worth = in_flight.is_empty() || batch.len() >= MIN_BATCH_IN_FLIGHT;
+        if !batch.is_empty() && worth && in_flight.len() < MAX_IN_FLIGHT {
             let full = std::mem::replace(&mut batch, AppendBatch::with_capacity(256, 64 << 10));
             let counts = std::mem::replace(&mut events, Events::new(&ctx)).counts(&full);
             match ctx.appender.enqueue(full) {
