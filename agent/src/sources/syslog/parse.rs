@@ -351,7 +351,9 @@ fn parse_bsd_time(t: &[u8], now: u64) -> Option<u64> {
     let h = digits(&t[7..9])?;
     let mi = digits(&t[10..12])?;
     let s = digits(&t[13..15])?;
-    let year_now = crate::event::Timestamp::from_unix_nanos(now).as_str()[..4]
+    let year_now = crate::event::Timestamp::from_unix_nanos(now)
+        .as_str()
+        .get(..4)?
         .parse::<i64>()
         .ok()?;
     let this_year = to_nanos((year_now, mo, d), (h, mi, s), 0, 0);
