@@ -24,6 +24,18 @@ _SYSTEMD_UNIT, PRIORITY, SYSLOG_IDENTIFIER, _PID, two boots), read through journ
 journald source with journal_directory.
 
     python3 bench/e2e.py --source journald [--lines 200000]
+
+With --source syslog-tcp the N events are RFC 5424 messages of about 200 bytes, octet-counted,
+written by --clients TCP connections to a syslog source; with --source syslog-udp they are
+datagrams from --clients senders. Both print the rate at which the source appended them to
+the WAL (`gapless_source_events_total`); UDP also prints the drops the kernel counted (reported
+as `gapless_dropped_events_total{reason="source_overflow"}`), and then waits for what was
+appended rather than for all N.
+
+    python3 bench/e2e.py --source syslog-tcp [--lines 1000000] [--clients 2] [--sender loggen]
+
+--sender loggen sends with syslog-ng's `loggen` instead (`-S -P` for TCP, `-D` for UDP; 200-byte
+messages, --clients active connections), which writes faster than Python.
 """
 import argparse, http.client, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -58,6 +70,50 @@ def wal_bytes(api_port):
     except OSError:
         pass
     return 0.0
+
+def metric(api_port, name, label):
+    """The value of `name{label}` on /metrics, 0 when absent."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + "{") and label in line:
+                    return int(float(line.split()[-1]))
+    except OSError:
+        pass
+    return 0
+
+def syslog_messages(n, clients):
+    """Per client, chunks of about 256 KiB of octet-counted RFC 5424 messages of 200 bytes
+    (without the count); the chunks' frames, one per message, for UDP."""
+    head = b'<134>1 2026-11-30T05:00:00.123456Z web-1 checkout 4242 ID47 [meta seq="%010d"] '
+    out = [[] for _ in range(clients)]
+    for c in range(clients):
+        chunk = []
+        for i in range(c, n, clients):
+            m = head % i
+            m += b"item added to cart user=42 path=/api/v1/cart/items status=200 pad=" + b"x" * 200
+            chunk.append(m[:200])
+            if len(chunk) == 1300:
+                out[c].append(chunk); chunk = []
+        if chunk:
+            out[c].append(chunk)
+    return out
+
+def syslog_send(mode, port, per_client):
+    """Sends every message; returns when all are written."""
+    def tcp(chunks):
+        s = socket.create_connection(("127.0.0.1", port))
+        for chunk in chunks:
+            s.sendall(b"".join(b"%d %s" % (len(m), m) for m in chunk))
+        s.close()
+    def udp(chunks):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for chunk in chunks:
+            for m in chunk:
+                s.sendto(m, ("127.0.0.1", port))
+    threads = [threading.Thread(target=tcp if mode == "tcp" else udp, args=(c,)) for c in per_client]
+    for t in threads: t.start()
+    for t in threads: t.join()
 
 def http_bodies(n, per_request):
     """NDJSON bodies of JSON objects of about 200 bytes: strings, integers, a float, a
@@ -114,12 +170,13 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--files", type=int, default=1)
     ap.add_argument("--nofile", type=int, default=0)
-    ap.add_argument("--source", choices=["file", "http", "journald"], default="file")
+    ap.add_argument("--source", choices=["file", "http", "journald", "syslog-tcp", "syslog-udp"], default="file")
     ap.add_argument("--events-per-request", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--sender", choices=["python", "loggen"], default="python")
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
     args = ap.parse_args()
-    if args.source == "http" and args.outage_gib > 0:
+    if args.source != "file" and args.outage_gib > 0:
         sys.exit("--outage-gib goes with --source file")
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gapless", "--bin", "gapless", "--example", "count_receiver"], cwd=ROOT, check=True)
@@ -156,6 +213,12 @@ def main():
         subprocess.run(["/lib/systemd/systemd-journal-remote", f"--output={jdir}/system.journal", "--split-mode=none", "-"],
                        input=bytes(export), check=True, stderr=subprocess.DEVNULL)
         source = f'type = "journald"\njournal_directory = "{jdir}"'
+    elif args.source.startswith("syslog"):
+        mode = args.source.split("-")[1]
+        per_client = syslog_messages(args.lines, args.clients) if args.sender == "python" else None
+        raw_bytes = 200 * args.lines
+        syslog_port = free_port()
+        source = f'type = "syslog"\nmode = "{mode}"\naddress = "127.0.0.1:{syslog_port}"'
     else:
         bodies = http_bodies(args.lines, args.events_per_request)
         raw_bytes = sum(len(b) for b in bodies)
@@ -193,7 +256,7 @@ level = "warn"
     peak_backlog_rss = None
     ingest_took = None
     try:
-        if args.source == "http":
+        if args.source != "file":
             while True:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/ready", timeout=5) as r:
@@ -205,7 +268,36 @@ level = "warn"
                     sys.exit("the agent never became ready")
                 time.sleep(0.05)
             t0 = time.time()
-            ingest_took = post_all(http_port, bodies, args.clients)
+            if args.source == "http":
+                ingest_took = post_all(http_port, bodies, args.clients)
+        expected = args.lines
+        if args.source.startswith("syslog"):
+            if args.sender == "python":
+                syslog_send(mode, syslog_port, per_client)
+            else:
+                # loggen sends --number per connection.
+                per = -(-args.lines // args.clients)
+                subprocess.run(["loggen", "-i", "-S" if mode == "tcp" else "-D", *(["-P"] if mode == "tcp" else []),
+                                "-Q", "-s", "200", "-r", "100000000", "-I", "600", "-n", str(per),
+                                f"--active-connections={args.clients}", "127.0.0.1", str(syslog_port)],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                args.lines = per * args.clients
+            sent_took = time.time() - t0
+            last, last_change = -1, time.time()
+            while True:
+                appended = metric(api_port, "gapless_source_events_total", 'source="app"')
+                dropped = metric(api_port, "gapless_dropped_events_total", 'reason="source_overflow"')
+                if appended != last:
+                    last, last_change = appended, time.time()
+                if appended >= args.lines or (mode == "udp" and time.time() - last_change > 2 and appended + dropped >= args.lines):
+                    break
+                if time.time() - last_change > 30:
+                    sys.exit(f"stuck: {appended} appended, {dropped} dropped of {args.lines}")
+                time.sleep(0.01)
+            ingest_took = last_change - t0
+            print(f"syslog {mode}: sender wrote {args.lines:,} in {sent_took:.2f} s; {appended:,} appended to the WAL "
+                  f"at {appended / ingest_took:,.0f} messages/s; kernel drops reported: {dropped:,}")
+            expected = appended
         if args.outage_gib > 0:
             target = args.outage_gib * (1 << 30)
             while wal_bytes(api_port) < target:
@@ -219,10 +311,10 @@ level = "warn"
             t0 = time.time()
         while True:
             n, _ = count(recv_port) if recv else (0, 0)
-            if n >= args.lines:
+            if n >= expected:
                 break
             if time.time() - t0 > 900:
-                sys.exit(f"timeout: only {n} of {args.lines} lines arrived")
+                sys.exit(f"timeout: only {n} of {expected} lines arrived")
             time.sleep(0.05)
         took = time.time() - t0
         cpu, hwm = proc_stats(agent.pid)
@@ -231,13 +323,13 @@ level = "warn"
         agent.wait(timeout=30)
         if recv:
             recv.terminate()
-    if ingest_took is not None:
+    if ingest_took is not None and args.source == "http":
         print(f"http source: {args.lines / ingest_took:,.0f} events/s answered 200 ({raw_bytes / ingest_took / 1e6:.1f} MB/s of bodies)")
-    print(f"lines:     {args.lines}")
+    print(f"lines:     {expected}")
     print(f"seconds:   {took:.2f}")
-    print(f"lines/s:   {args.lines / took:,.0f}")
-    print(f"MB/s:      {raw_bytes / took / 1e6:.1f} (raw lines)")
-    print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores, {cpu / args.lines * 1e6:.2f} µs per event)")
+    print(f"lines/s:   {expected / took:,.0f}")
+    print(f"MB/s:      {raw_bytes * expected / args.lines / took / 1e6:.1f} (raw lines)")
+    print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores, {cpu / expected * 1e6:.2f} µs per event)")
     print(f"peak RSS:  {hwm / (1 << 20):.1f} MiB")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -72,6 +72,33 @@ impl EventEncoder {
         fields: &[(&str, &str)],
         flags: &[&str],
     ) {
+        self.write_line(batch, line, timestamp, fields, None, flags);
+    }
+
+    /// [`EventEncoder::push_line`] with one more field, `object.0`, whose value `object.1`
+    /// is a JSON value the agent serialised itself (the syslog source's `syslog`). Its
+    /// name is the agent's, from [`crate::reserved::AGENT_FIELDS`]; never pass a client's
+    /// JSON here.
+    pub fn push_line_with_object(
+        &self,
+        batch: &mut AppendBatch,
+        line: &[u8],
+        timestamp: &Timestamp,
+        object: (&str, &[u8]),
+        flags: &[&str],
+    ) {
+        self.write_line(batch, line, timestamp, &[], Some(object), flags);
+    }
+
+    fn write_line(
+        &self,
+        batch: &mut AppendBatch,
+        line: &[u8],
+        timestamp: &Timestamp,
+        fields: &[(&str, &str)],
+        object: Option<(&str, &[u8])>,
+        flags: &[&str],
+    ) {
         batch.push_with(|buf| {
             buf.extend_from_slice(&self.prefix);
             buf.extend_from_slice(b"{\"message\":");
@@ -87,6 +114,12 @@ impl EventEncoder {
                 write_json_str(buf, k);
                 buf.push(b':');
                 write_json_str(buf, v);
+            }
+            if let Some((k, json)) = object {
+                buf.push(b',');
+                write_json_str(buf, k);
+                buf.push(b':');
+                buf.extend_from_slice(json);
             }
             for f in flags {
                 buf.push(b',');

@@ -1,12 +1,12 @@
 //! # gapless: the agent
 //!
-//! Sources (tailed files, HTTP, stdin) append events to the write-ahead log of
+//! Sources (tailed files, HTTP, syslog, stdin) append events to the write-ahead log of
 //! [`gapless_wal`]; one uploader per sink drains it from its own cursor and advances that
 //! cursor only when the destination confirms. The flow, and the folders, follow the data:
 //!
 //! ```text
 //! sources/ ──append──▶ WAL (gapless-wal) ──cursor per sink──▶ sinks/
-//!   file, http, stdin                                          http, console
+//!   file, http, syslog, stdin                                  http, console
 //! ```
 //!
 //! - [`config`] parses and validates the one TOML file (errors name key and line).
@@ -19,9 +19,10 @@
 //! - [`cli`] is the command line; `main.rs` only calls it.
 //!
 //! The promise: an event is acknowledged to its sender (or its file offset checkpointed)
-//! only once it is in the WAL as durably as configured, and it leaves the WAL only once
-//! every sink delivered it — or once a policy dropped it, which is then said downstream
-//! in a gap record.
+//! only once it is in the WAL as durably as configured — syslog, which has no
+//! acknowledgement, reads no further from a TCP connection until then — and it leaves the
+//! WAL only once every sink delivered it, or once a policy dropped it, which is then said
+//! downstream in a gap record.
 
 pub mod api;
 pub mod cli;

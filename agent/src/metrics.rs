@@ -130,6 +130,12 @@ pub struct Metrics {
     pub source_waiting_files: Family<SourceLabel, Gauge>,
     /// `gapless_source_journalctl_restarts_total` (journald sources).
     pub source_journalctl_restarts: Family<SourceLabel, Counter>,
+    /// `gapless_source_syslog_unparsed_events_total` (kept whole, `format = "unparsed"`).
+    pub source_syslog_unparsed: Family<SourceLabel, Counter>,
+    /// `gapless_source_syslog_truncated_events_total` (over `max_message_bytes`).
+    pub source_syslog_truncated: Family<SourceLabel, Counter>,
+    /// `gapless_source_refused_connections_total` (over `max_connections`).
+    pub source_refused_connections: Family<SourceLabel, Counter>,
     /// `gapless_sink_events_sent_total`.
     pub sink_events_sent: Family<SinkLabel, Counter>,
     /// `gapless_sink_bytes_sent_total` (request bodies as sent).
@@ -224,6 +230,21 @@ impl Metrics {
             source_journalctl_restarts: reg!(
                 "source_journalctl_restarts",
                 "Times journalctl exited or failed to start and was restarted, per journald source",
+                Family::default()
+            ),
+            source_syslog_unparsed: reg!(
+                "source_syslog_unparsed_events",
+                "Syslog messages kept whole because neither RFC 5424 nor RFC 3164 parsed",
+                Family::default()
+            ),
+            source_syslog_truncated: reg!(
+                "source_syslog_truncated_events",
+                "Syslog messages cut at max_message_bytes",
+                Family::default()
+            ),
+            source_refused_connections: reg!(
+                "source_refused_connections",
+                "Connections closed at once because max_connections were open",
                 Family::default()
             ),
             sink_events_sent: reg!(

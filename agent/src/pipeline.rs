@@ -471,6 +471,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                     SourceConfig::File(c) => sources::file::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Http(c) => sources::http::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Journald(c) => sources::journald::run(ctx.clone(), c.clone()).await,
+                    SourceConfig::Syslog(c) => sources::syslog::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Stdin => sources::stdin::run(ctx.clone(), stdin_done.clone()).await,
                     SourceConfig::Heartbeat { interval } => {
                         sources::heartbeat::run(ctx.clone(), *interval, wal.clone(), agent_id.clone()).await

@@ -45,6 +45,8 @@ pub const AGENT_FIELDS: &[&str] = &[
     "invalid_utf8",
     "partial",
     "continued",
+    // The syslog source's object.
+    "syslog",
     // The rule's own names.
     GAPLESS,
     CLIENT_FIELDS,

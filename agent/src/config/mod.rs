@@ -104,6 +104,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// Accept events over HTTP.
     Http(HttpSourceConfig),
+    /// Receive syslog over UDP, TCP or TLS.
+    Syslog(SyslogSourceConfig),
     /// Read lines from standard input.
     Stdin,
     /// Read the systemd journal through `journalctl`.
@@ -175,6 +177,48 @@ pub struct HttpSourceConfig {
     pub max_body_bytes: usize,
     /// Expected bearer token, if any. Default: none.
     pub auth: Auth,
+}
+
+/// The transport of a syslog source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogMode {
+    /// One datagram, one message (RFC 5426).
+    Udp,
+    /// RFC 6587 over TCP.
+    Tcp,
+    /// RFC 5425: octet counting over TLS.
+    Tls,
+}
+
+/// `tls` of a syslog source.
+#[derive(Debug, Clone)]
+pub struct SyslogTls {
+    /// The server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
+    /// With it, clients must present a certificate this CA signed. Default: none.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `type = "syslog"`.
+#[derive(Debug, Clone)]
+pub struct SyslogSourceConfig {
+    /// `udp`, `tcp` or `tls`. Default `udp`.
+    pub mode: SyslogMode,
+    /// Listen address (required).
+    pub address: SocketAddr,
+    /// TCP/TLS framing. Default `auto`.
+    pub framing: crate::sources::syslog::Framing,
+    /// Longer messages are cut and flagged `"truncated": true`. Default 64KiB. Minimum 64
+    /// bytes, maximum 16MiB.
+    pub max_message_bytes: usize,
+    /// Certificates for `mode = "tls"` (required there, refused elsewhere).
+    pub tls: Option<SyslogTls>,
+    /// Connections beyond this are closed at once. Default 1024. Minimum 1.
+    pub max_connections: usize,
+    /// UDP: the socket's SO_RCVBUF. Default 8MiB.
+    pub receive_buffer_bytes: usize,
 }
 
 /// One sink.

@@ -76,6 +76,13 @@ pub(super) struct RawSource {
     pub(super) path: Option<String>,
     pub(super) max_body_bytes: Option<ByteSize>,
     pub(super) auth: Option<RawAuth>,
+    // syslog (and address)
+    pub(super) mode: Option<String>,
+    pub(super) framing: Option<String>,
+    pub(super) max_message_bytes: Option<ByteSize>,
+    pub(super) tls: Option<RawSyslogTls>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) receive_buffer_bytes: Option<ByteSize>,
     // heartbeat
     pub(super) interval: Option<Dur>,
     // journald
@@ -83,6 +90,15 @@ pub(super) struct RawSource {
     pub(super) matches: Option<BTreeMap<String, Vec<String>>>,
     pub(super) journal_directory: Option<PathBuf>,
     pub(super) journalctl_path: Option<PathBuf>,
+}
+
+/// `tls` of a syslog source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSyslogTls {
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

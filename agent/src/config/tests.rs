@@ -178,6 +178,7 @@ fn the_shipped_example_configs_are_valid() {
     for text in [
         include_str!("../../../examples/stdin-to-console.toml"),
         include_str!("../../../examples/files-to-http.toml"),
+        include_str!("../../../examples/syslog-to-http.toml"),
     ] {
         Config::parse_with_env(text, env).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -270,4 +271,70 @@ fn a_journald_source_refuses_bad_field_names_empty_matches_and_file_keys() {
     assert_eq!(e.line, line(&text, "include"));
     let text = EXAMPLE.replace("type = \"stdin\"", "type = \"stdin\"\nunits = [\"a\"]");
     assert_eq!(err(&text).key, "sources.pipe.units");
+}
+
+fn with_syslog(source: &str) -> String {
+    format!("{EXAMPLE}\n[sources.net]\ntype = \"syslog\"\n{source}\n")
+}
+
+#[test]
+fn a_syslog_source_takes_its_defaults_and_its_keys() {
+    let c = Config::parse_with_env(&with_syslog("address = \"0.0.0.0:514\""), env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Some(SourceConfig::Syslog(s)) = c.sources.get("net") else {
+        panic!("not a syslog source")
+    };
+    assert_eq!(s.mode, SyslogMode::Udp);
+    assert_eq!(
+        (
+            s.max_message_bytes,
+            s.max_connections,
+            s.receive_buffer_bytes
+        ),
+        (64 << 10, 1024, 8 << 20)
+    );
+    let c = Config::parse_with_env(
+        &with_syslog(
+            "mode = \"tcp\"\naddress = \"127.0.0.1:1514\"\nframing = \"newline\"\nmax_message_bytes = \"1KiB\"\nmax_connections = 2",
+        ),
+        env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(SourceConfig::Syslog(s)) = c.sources.get("net") else {
+        panic!("not a syslog source")
+    };
+    assert_eq!(
+        (s.mode, s.framing, s.max_message_bytes, s.max_connections),
+        (
+            SyslogMode::Tcp,
+            crate::sources::syslog::Framing::Newline,
+            1024,
+            2
+        )
+    );
+}
+
+#[test]
+fn syslog_errors_name_the_key_and_its_line() {
+    for (source, key, needle) in [
+        ("mode = \"tcp\"\naddress = \"x:y\"", "sources.net.address", "x:y"),
+        ("mode = \"sctp\"\naddress = \"0.0.0.0:514\"", "sources.net.mode", "sctp"),
+        (
+            "mode = \"tcp\"\naddress = \"0.0.0.0:514\"\nreceive_buffer_bytes = \"1MiB\"",
+            "sources.net.receive_buffer_bytes",
+            "receive_buffer_bytes",
+        ),
+        ("mode = \"tls\"\naddress = \"0.0.0.0:6514\"", "sources.net", "[sources.net]"),
+        (
+            "mode = \"tls\"\naddress = \"0.0.0.0:6514\"\ntls = { cert_file = \"/nonexistent/c.pem\", key_file = \"/nonexistent/k.pem\" }",
+            "sources.net.tls.cert_file",
+            "tls = {",
+        ),
+        ("address = \"0.0.0.0:514\"\npath = \"/x\"", "sources.net.path", "path = "),
+    ] {
+        let text = with_syslog(source);
+        let e = err(&text);
+        assert_eq!(e.key, key, "{e}");
+        assert_eq!(e.line, line(&text, needle), "{e}");
+    }
 }

@@ -9,7 +9,8 @@ use super::error::{Checker, ConfigError};
 use super::raw::{RawConfig, RawSink, RawSource, RawWal};
 use super::{
     ApiConfig, Auth, Config, Encoding, FileSourceConfig, HttpSinkConfig, HttpSourceConfig,
-    JournaldSourceConfig, LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, TlsConfig,
+    JournaldSourceConfig, LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, SyslogMode,
+    SyslogSourceConfig, SyslogTls, TlsConfig,
 };
 
 pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
@@ -200,6 +201,17 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
     if s.kind != "journald" {
         refuse_keys(c, "sources", name, &s.kind, &journald_keys)?;
     }
+    let syslog_keys = [
+        ("mode", s.mode.is_some()),
+        ("framing", s.framing.is_some()),
+        ("max_message_bytes", s.max_message_bytes.is_some()),
+        ("tls", s.tls.is_some()),
+        ("max_connections", s.max_connections.is_some()),
+        ("receive_buffer_bytes", s.receive_buffer_bytes.is_some()),
+    ];
+    if s.kind != "syslog" {
+        refuse_keys(c, "sources", name, &s.kind, &syslog_keys)?;
+    }
     match s.kind.as_str() {
         "file" => {
             refuse_keys(c, "sources", name, "file", &http_keys)?;
@@ -298,6 +310,11 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
             refuse_keys(c, "sources", name, "journald", &file_keys[3..])?;
             validate_journald(name, s, c)
         }
+        "syslog" => {
+            refuse_keys(c, "sources", name, "syslog", &file_keys)?;
+            refuse_keys(c, "sources", name, "syslog", &http_keys[1..])?;
+            validate_syslog(name, s, c).map(SourceConfig::Syslog)
+        }
         "stdin" => {
             refuse_keys(c, "sources", name, "stdin", &file_keys)?;
             refuse_keys(c, "sources", name, "stdin", &http_keys)?;
@@ -314,7 +331,9 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         }
         other => Err(c.err(
             &["sources", name, "type"],
-            format!("{other:?} is not a source type (file, http, stdin, heartbeat, journald)"),
+            format!(
+                "{other:?} is not a source type (file, http, stdin, heartbeat, journald, syslog)"
+            ),
         )),
     }
 }
@@ -373,6 +392,114 @@ fn validate_journald(
             .journalctl_path
             .unwrap_or_else(|| PathBuf::from("journalctl")),
     }))
+}
+
+fn validate_syslog(
+    name: &str,
+    s: RawSource,
+    c: &Checker<'_>,
+) -> Result<SyslogSourceConfig, ConfigError> {
+    use crate::sources::syslog::Framing;
+    let err = |k: &str, reason: String| c.err(&["sources", name, k], reason);
+    let mode = match s.mode.as_deref() {
+        None | Some("udp") => SyslogMode::Udp,
+        Some("tcp") => SyslogMode::Tcp,
+        Some("tls") => SyslogMode::Tls,
+        Some(other) => {
+            return Err(err(
+                "mode",
+                format!("{other:?} is not one of udp, tcp, tls"),
+            ))
+        }
+    };
+    let Some(address) = s.address else {
+        return Err(c.err(
+            &["sources", name],
+            "a syslog source needs `address`, like \"0.0.0.0:514\" (tls: 6514)",
+        ));
+    };
+    let address = address
+        .parse()
+        .map_err(|e| err("address", format!("{address:?} is not an address: {e}")))?;
+    let framing = match s.framing.as_deref() {
+        None | Some("auto") => Framing::Auto,
+        Some("octet_counting") => Framing::OctetCounting,
+        Some("newline") => Framing::Newline,
+        Some(other) => {
+            return Err(err(
+                "framing",
+                format!("{other:?} is not one of auto, octet_counting, newline"),
+            ))
+        }
+    };
+    if mode == SyslogMode::Udp && s.framing.is_some() {
+        return Err(err(
+            "framing",
+            "does not apply to mode \"udp\" (one datagram is one message)".into(),
+        ));
+    }
+    let max_message_bytes = s.max_message_bytes.map_or(64 << 10, |b| b.0);
+    if !(64..=16 << 20).contains(&max_message_bytes) {
+        return Err(err(
+            "max_message_bytes",
+            "must be between 64 bytes and 16MiB".into(),
+        ));
+    }
+    let max_connections = s.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        return Err(err("max_connections", "must be at least 1".into()));
+    }
+    if mode == SyslogMode::Udp && s.max_connections.is_some() {
+        return Err(err(
+            "max_connections",
+            "does not apply to mode \"udp\"".into(),
+        ));
+    }
+    if mode != SyslogMode::Udp && s.receive_buffer_bytes.is_some() {
+        return Err(err(
+            "receive_buffer_bytes",
+            "applies to mode \"udp\" only".into(),
+        ));
+    }
+    let receive_buffer_bytes = s.receive_buffer_bytes.map_or(8 << 20, |b| b.0);
+    if !(4096..=1 << 30).contains(&receive_buffer_bytes) {
+        return Err(err(
+            "receive_buffer_bytes",
+            "must be between 4KiB and 1GiB".into(),
+        ));
+    }
+    let tls = match (mode, s.tls) {
+        (SyslogMode::Tls, None) => {
+            return Err(c.err(
+                &["sources", name],
+                "mode \"tls\" needs `tls = { cert_file = …, key_file = … }`",
+            ))
+        }
+        (SyslogMode::Tls, Some(t)) => {
+            let (Some(cert_file), Some(key_file)) = (t.cert_file, t.key_file) else {
+                return Err(err("tls", "needs cert_file and key_file".into()));
+            };
+            let tls = SyslogTls {
+                cert_file,
+                key_file,
+                ca_file: t.ca_file,
+            };
+            crate::sources::syslog::server_config(&tls)
+                .map_err(|e| c.err(&["sources", name, "tls", e.key], e.reason))?;
+            Some(tls)
+        }
+        (_, Some(_)) => return Err(err("tls", "applies to mode \"tls\" only".into())),
+        (_, None) => None,
+    };
+    Ok(SyslogSourceConfig {
+        mode,
+        address,
+        framing,
+        max_message_bytes: max_message_bytes as usize,
+        tls,
+        max_connections,
+        receive_buffer_bytes: receive_buffer_bytes as usize,
+    })
 }
 
 fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, ConfigError> {

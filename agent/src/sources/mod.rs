@@ -8,6 +8,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod journald;
 pub mod stdin;
+pub mod syslog;
 
 use std::path::PathBuf;
 use std::sync::Arc;

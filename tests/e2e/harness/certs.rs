@@ -1,9 +1,12 @@
 //! A private certificate authority made for one test with rcgen, and a server certificate
-//! it signed for `127.0.0.1` and `localhost`.
+//! it signed for `127.0.0.1` and `localhost`, and client certificates it signs on demand.
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// What a TLS server presents: its certificate chain and key.
@@ -20,6 +23,9 @@ pub struct Pki {
     pub ca_pem: String,
     /// The server's certificate and key.
     pub server: ServerCert,
+    /// The server's certificate and key, PEM.
+    server_pem: (String, String),
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -48,7 +54,33 @@ impl Pki {
                 chain: vec![cert.der().clone()],
                 key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             },
+            server_pem: (cert.pem(), key.serialize_pem()),
+            ca,
         }
+    }
+
+    /// A client certificate (for TLS client authentication) named `name`, signed by the CA.
+    pub fn client(&self, name: &str) -> ServerCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("a client key");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("the client certificate");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+
+    /// Writes the server certificate and key as `dir/server.pem` and `dir/server.key`
+    /// (for the agent as a TLS server) and returns their paths.
+    pub fn write_server(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, &self.server_pem.0).expect("write server.pem");
+        std::fs::write(&key, &self.server_pem.1).expect("write server.key");
+        (cert, key)
     }
 
     /// Writes the CA certificate as `dir/ca.pem` and returns its path.
