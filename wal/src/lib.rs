@@ -76,7 +76,11 @@
 //!    from such a record to the end of a segment trimmed at close. Everything else — a torn
 //!    write, bytes in the zeros reserved ahead of the appender, garbage after the last
 //!    intact record — is a torn or dirty tail: it costs no seq, and a read-write open cuts
-//!    it. Sealed segments are only listed, so open time does not grow with the backlog.
+//!    it. So is everything from a lost page on, intact records after it included: damaged
+//!    bytes that are zeros up to a page boundary, or a whole aligned page of zeros, are what
+//!    a power cut leaves when only some unsynced pages reached the disk, and nothing from
+//!    there on was synced, hence acknowledged under `always`. Sealed segments are only
+//!    listed, so open time does not grow with the backlog.
 //! 3. Damage anywhere else is left in place. A reader that meets it resynchronises at the
 //!    next intact record (it scans for the record magic and trusts a candidate only if
 //!    its length, sequence number and checksum agree), so a damaged run costs the records it
