@@ -44,10 +44,14 @@
 //! - `interval`: completes after `write()`; the appender thread syncs at least every
 //!   `sync_interval`, on a timer, not on the next write. Survives `kill -9`; a power cut
 //!   may lose up to one interval.
-//! - `never`: completes after `write()`; the OS writes back. Survives `kill -9`.
+//! - `never`: completes after `write()`; the OS writes back. Survives `kill -9`; a power
+//!   cut may lose whatever the OS had not written back, and — readers having seen it —
+//!   seqs the cut took back are handed out again with new records.
 //!
-//! Readers only see published records: under `always` after the sync, otherwise after the
-//! write. A segment is synced before it is sealed, whatever the mode.
+//! Readers only see published records: under `always` and `interval` after the sync (so a
+//! reader never passes on a record a power cut can take back, and a seq it passed on is
+//! never reused), under `never` after the write. A segment is synced before it is sealed,
+//! whatever the mode.
 //!
 //! ## Cursors and retention
 //! Cursor state lives in a small file with two checksummed slots written alternately and

@@ -148,6 +148,21 @@ pub(crate) struct SegmentWriter {
     seen_space_epoch: u64,
     /// The active segment's file size: data plus zeros reserved ahead of it.
     reserved: u64,
+    /// Under `interval`: records written and completed but not yet synced, hence not yet
+    /// published (see [`SegmentWriter::commit`]).
+    unpublished: Option<Unpublished>,
+}
+
+/// Written, completed records that readers see only once they are synced.
+#[derive(Debug, Clone, Copy)]
+struct Unpublished {
+    /// The segment's length and next seq after them.
+    len: u64,
+    next_seq: Seq,
+    first_now: u64,
+    last_now: u64,
+    records: u64,
+    bytes: u64,
 }
 
 /// A request encoded into the current write, with the sequence numbers it got.
@@ -159,6 +174,10 @@ struct Placed {
 impl SegmentWriter {
     pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
         shared.syncer.reset(len, next_seq);
+        // Everything recovered is synced; the first write may sync at once.
+        let last_sync = Instant::now()
+            .checked_sub(shared.opts.sync_interval)
+            .unwrap_or_else(Instant::now);
         SegmentWriter {
             shared,
             file: Arc::new(file),
@@ -170,9 +189,10 @@ impl SegmentWriter {
             blocked: false,
             retry_at: None,
             refused: Refused::default(),
-            last_sync: Instant::now(),
+            last_sync,
             seen_space_epoch: 0,
             reserved: len,
+            unpublished: None,
         }
     }
 
@@ -296,6 +316,11 @@ impl SegmentWriter {
     /// the durability mode says, publishes it and completes the chunk's requests. On
     /// failure the segment is cut back to where it was and the sequence numbers are
     /// reused: nobody has seen them.
+    ///
+    /// Under `interval` the requests complete now but readers see the records only after
+    /// the timer's sync (run before completing when it is due): a sink never sends a record
+    /// a power cut can still take back, so its seq is never handed out again with another
+    /// event (which a receiver that deduplicates by seq would drop).
     fn commit(&mut self, chunk: &mut Vec<Placed>, now: u64) -> Result<(), io::Error> {
         if chunk.is_empty() {
             return Ok(());
@@ -326,7 +351,29 @@ impl SegmentWriter {
             });
             return Ok(());
         }
-        self.publish(now, records, bytes);
+        if self.shared.opts.durability == Durability::Interval {
+            self.record_len();
+            let u = self.unpublished.get_or_insert(Unpublished {
+                len: self.len,
+                next_seq: self.next_seq,
+                first_now: now,
+                last_now: now,
+                records: 0,
+                bytes: 0,
+            });
+            u.len = self.len;
+            u.next_seq = self.next_seq;
+            u.last_now = now;
+            u.records += records;
+            u.bytes += bytes;
+            if self.last_sync.elapsed() >= self.shared.opts.sync_interval {
+                // The timer's sync is due: run it before completing, so that an append
+                // after a quiet spell is visible to readers when it completes.
+                self.sync_now();
+            }
+        } else {
+            self.publish(now, records, bytes);
+        }
         for p in chunk.drain(..) {
             complete(p.req, Ok(p.range));
         }
@@ -361,9 +408,21 @@ impl SegmentWriter {
         let took = started.elapsed();
         self.synced_len = self.len;
         self.last_sync = Instant::now();
-        let mut st = self.shared.lock();
-        st.counters.syncs += 1;
-        st.counters.sync_nanos += took.as_nanos() as u64;
+        {
+            let mut st = self.shared.lock();
+            st.counters.syncs += 1;
+            st.counters.sync_nanos += took.as_nanos() as u64;
+        }
+        if let Some(u) = self.unpublished.take() {
+            self.shared.publish(
+                u.len,
+                u.next_seq,
+                u.first_now,
+                u.last_now,
+                u.records,
+                u.bytes,
+            );
+        }
         Ok(())
     }
 
