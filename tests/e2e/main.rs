@@ -22,6 +22,7 @@ mod heartbeat;
 mod http_source;
 mod outage;
 mod packaging;
+mod power_cut;
 mod reload;
 mod responses;
 mod rotation;
