@@ -61,7 +61,7 @@ fn wal_child_appends_until_killed() {
     };
     let (dir, round) = spec.rsplit_once(':').unwrap();
     let round: u64 = round.parse().unwrap();
-    let wal = Wal::open(dir, options()).unwrap();
+    let wal = open_when_unlocked(dir);
     let deadline = Instant::now() + CHILD_LIFETIME;
     std::thread::scope(|s| {
         for producer in 0..PRODUCERS {
@@ -92,6 +92,21 @@ fn wal_child_appends_until_killed() {
             });
         }
     });
+}
+
+/// Opens the log, waiting a moment while it is locked: the parent's own `Wal` of the last
+/// round is closed, but its lock's file description lives on in any process that the other
+/// test of this binary forked in between and that has not reached `exec` yet.
+fn open_when_unlocked(dir: &str) -> Wal {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Wal::open(dir, options()) {
+            Err(gapless_wal::Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// One completed append: seqs `first ..= last` hold `producer`'s records from `counter`.
