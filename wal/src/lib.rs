@@ -98,7 +98,14 @@
 //!    `block` the append waits and is retried, otherwise it fails with
 //!    [`Error::DiskFull`]. Appending resumes by itself once space returns.
 //! 5. A failed `fdatasync` fails the appends it covered, cuts their bytes off and moves
-//!    on to a new segment file: a file whose sync failed is not trusted again.
+//!    on to a new segment file: a file whose sync (or write) failed is not trusted again —
+//!    nothing more is written to it, even when sealing it fails too. Until a new segment
+//!    can be created, appends fail (a full disk under `block` makes them wait).
+//! 6. A read that fails with `EIO` is tried again (three times, within a quarter second):
+//!    an I/O error is no proof of damage. A block of a segment that still cannot be read
+//!    is, for readers, damage like any other (rule 3): the records it holds become a
+//!    `wal_corrupt` gap and reading goes on after them. Opening the log does not guess: an
+//!    unreadable active segment fails the open with the I/O error.
 
 #![deny(missing_docs)]
 
