@@ -29,5 +29,6 @@ mod rotation;
 mod shutdown;
 mod status;
 mod stdin;
+mod storage_faults;
 mod tls;
 mod wal_tools;
