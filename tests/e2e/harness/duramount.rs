@@ -4,7 +4,7 @@
 //! agent on what survived. Also arms durafs's injected faults (`EIO` on fsync, `ENOSPC`,
 //! short writes, unreadable ranges). Served in-process; needs root and `/dev/fuse`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use durafs::{CutMode, Fault};
 use durafs::{CutReport, DuraFs, MountHandle, MountOptions};
@@ -57,12 +57,7 @@ impl DuraMount {
         self.handle = Some(handle);
     }
 
-    /// The mount point: the agent's data_dir goes inside it.
-    pub fn path(&self) -> &Path {
-        self.mnt.path()
-    }
-
-    /// A path inside the mount.
+    /// A path inside the mount (the agent's data_dir goes there).
     pub fn join(&self, rel: &str) -> PathBuf {
         self.mnt.path().join(rel)
     }
