@@ -152,6 +152,48 @@ fn a_failed_fdatasync_fails_the_appends_it_covered_and_the_log_goes_on_in_a_new_
 }
 
 #[test]
+fn under_interval_a_failed_timer_sync_is_reported_as_a_gap_and_the_log_goes_on_in_a_new_segment() {
+    // Fault: under `interval`, the timer's fdatasync of the first segment fails with EIO,
+    // and so does every later one of it; the appends it covered were already acknowledged
+    // (after write) and their bytes are gone. Readers must be told (a gap naming exactly
+    // those seqs), and the log must go on in a new segment.
+    let rig = Rig::new();
+    let opts = WalOptions {
+        durability: gapless_wal::Durability::Interval,
+        ..small()
+    };
+    let wal = Wal::open(rig.dir(), opts).unwrap();
+    append(&wal, 0..10, 100);
+    rig.inject(Fault::FsyncEio {
+        count: 1_000,
+        path: Some(format!("{}$", segment_name(1))),
+    });
+    let lost = append(&wal, 10..20, 100);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.faults_fired() == 0 {
+        assert!(Instant::now() < deadline, "the timer never synced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let after = append(&wal, 20..30, 100);
+    assert!(after.first > lost.last, "seqs handed out again");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (events, gaps) = loop {
+        let (events, gaps) = contents(&wal);
+        if events.values().any(|n| *n == 29) || Instant::now() > deadline {
+            break (events, gaps);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let want: Vec<u64> = (0..10).chain(20..30).collect();
+    assert_eq!(events.into_values().collect::<Vec<_>>(), want);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].seqs, Some((lost.first, lost.last)), "{gaps:?}");
+    assert!(rig
+        .files_ending(".seg")
+        .contains(&segment_name(lost.last + 1)));
+}
+
+#[test]
 fn while_every_fdatasync_fails_no_append_completes_and_appending_resumes_once_it_clears() {
     // Fault: EIO on every fdatasync, of segments and of new segments' headers alike. No
     // append may be acknowledged; none may be found after a power cut; once the disk works

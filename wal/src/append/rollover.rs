@@ -143,6 +143,19 @@ impl SegmentWriter {
         }
         let file = create_segment(&self.shared.dir, self.next_seq, now_nanos())?;
         if !replace {
+            // Records completed but not yet published (`interval`, the sync failed): the
+            // sealed segment is read to its end, so readers see them — or, if they did not
+            // survive, a gap. Their seqs lie below the new segment's name: never reused.
+            if let Some(u) = self.unpublished.take() {
+                self.shared.publish(
+                    u.len,
+                    u.next_seq,
+                    u.first_now,
+                    u.last_now,
+                    u.records,
+                    u.bytes,
+                );
+            }
             let mut st = self.shared.lock();
             if let Some(old) = st.segments.back_mut() {
                 old.len = self.len;
