@@ -375,6 +375,7 @@ impl Cursor {
                 }
                 Err(e) => return Err(e),
             };
+            scanner.tolerate_unreadable();
             if let Some((hint_seg, offset)) = self.hint.take() {
                 if hint_seg == seg && self.hint_is_valid(&mut scanner, offset)? {
                     scanner.seek(offset, self.read_next.checked_sub(1));

@@ -44,10 +44,14 @@
 //! - `interval`: completes after `write()`; the appender thread syncs at least every
 //!   `sync_interval`, on a timer, not on the next write. Survives `kill -9`; a power cut
 //!   may lose up to one interval.
-//! - `never`: completes after `write()`; the OS writes back. Survives `kill -9`.
+//! - `never`: completes after `write()`; the OS writes back. Survives `kill -9`; a power
+//!   cut may lose whatever the OS had not written back, and — readers having seen it —
+//!   seqs the cut took back are handed out again with new records.
 //!
-//! Readers only see published records: under `always` after the sync, otherwise after the
-//! write. A segment is synced before it is sealed, whatever the mode.
+//! Readers only see published records: under `always` and `interval` after the sync (so a
+//! reader never passes on a record a power cut can take back, and a seq it passed on is
+//! never reused), under `never` after the write. A segment is synced before it is sealed,
+//! whatever the mode.
 //!
 //! ## Cursors and retention
 //! Cursor state lives in a small file with two checksummed slots written alternately and
@@ -76,7 +80,11 @@
 //!    from such a record to the end of a segment trimmed at close. Everything else — a torn
 //!    write, bytes in the zeros reserved ahead of the appender, garbage after the last
 //!    intact record — is a torn or dirty tail: it costs no seq, and a read-write open cuts
-//!    it. Sealed segments are only listed, so open time does not grow with the backlog.
+//!    it. So is everything from a lost page on, intact records after it included: damaged
+//!    bytes that are zeros up to a page boundary, or a whole aligned page of zeros, are what
+//!    a power cut leaves when only some unsynced pages reached the disk, and nothing from
+//!    there on was synced, hence acknowledged under `always`. Sealed segments are only
+//!    listed, so open time does not grow with the backlog.
 //! 3. Damage anywhere else is left in place. A reader that meets it resynchronises at the
 //!    next intact record (it scans for the record magic and trusts a candidate only if
 //!    its length, sequence number and checksum agree), so a damaged run costs the records it
@@ -90,7 +98,14 @@
 //!    `block` the append waits and is retried, otherwise it fails with
 //!    [`Error::DiskFull`]. Appending resumes by itself once space returns.
 //! 5. A failed `fdatasync` fails the appends it covered, cuts their bytes off and moves
-//!    on to a new segment file: a file whose sync failed is not trusted again.
+//!    on to a new segment file: a file whose sync (or write) failed is not trusted again —
+//!    nothing more is written to it, even when sealing it fails too. Until a new segment
+//!    can be created, appends fail (a full disk under `block` makes them wait).
+//! 6. A read that fails with `EIO` is tried again (three times, within a quarter second):
+//!    an I/O error is no proof of damage. A block of a segment that still cannot be read
+//!    is, for readers, damage like any other (rule 3): the records it holds become a
+//!    `wal_corrupt` gap and reading goes on after them. Opening the log does not guess: an
+//!    unreadable active segment fails the open with the I/O error.
 
 #![deny(missing_docs)]
 

@@ -12,11 +12,13 @@ pub enum Durability {
     /// An append completes only after `fdatasync` of its bytes. Survives power loss.
     #[default]
     Always,
-    /// An append completes after `write()`; a timer syncs at least every `sync_interval`.
-    /// Survives `kill -9`; a power cut may lose up to one interval.
+    /// An append completes after `write()`; a timer syncs at least every `sync_interval`,
+    /// and readers see records once synced. Survives `kill -9`; a power cut may lose up to
+    /// one interval.
     Interval,
-    /// An append completes after `write()`; the OS decides when to write back. Survives
-    /// `kill -9` only.
+    /// An append completes after `write()`; the OS decides when to write back, and readers
+    /// see records at once. Survives `kill -9` only: after a power cut, seqs readers had
+    /// seen may be handed out again.
     Never,
 }
 

@@ -22,10 +22,12 @@
 //! A segment is created as `….seg.tmp`, its header synced, then renamed and the directory
 //! synced, so a segment file either has a whole header or does not exist.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -38,6 +40,18 @@ const SEGMENT_MAGIC: [u8; 8] = *b"GAPLSEG\0";
 /// The segment format this build writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 const READ_CHUNK: usize = 256 << 10;
+/// Pauses before each new try of a read that failed with `EIO`: an I/O error is no proof
+/// that the bytes are damaged (a cable, a controller reset), so it is tried again before a
+/// reader calls them lost.
+const READ_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(40),
+    Duration::from_millis(150),
+];
+/// The unit a block device fails reads in, at most; what stays unreadable is skipped by it.
+const READ_PAGE: u64 = 4096;
+/// Linux's `EIO`.
+const EIO: i32 = 5;
 
 pub(crate) fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
@@ -136,6 +150,9 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
 }
 
 /// Creates a new, empty segment durably: temp file, header, fdatasync, rename, dir fsync.
+/// On failure no new name is left behind: a `….seg` whose directory entry was not synced
+/// would otherwise sit among the segments, claiming a first seq that the records appended
+/// meanwhile to the active segment also have.
 pub(crate) fn create_segment(dir: &Path, first_seq: Seq, now: u64) -> Result<File> {
     let path = segment_path(dir, first_seq);
     let tmp = path.with_extension("seg.tmp");
@@ -154,8 +171,18 @@ pub(crate) fn create_segment(dir: &Path, first_seq: Seq, now: u64) -> Result<Fil
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("write segment header", &tmp, e));
     }
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &path, e))?;
-    sync_dir(dir)?;
+    // A fresh file may replace an empty segment of the same name (see `append/rollover.rs`).
+    let replaces = path.exists();
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("rename segment", &path, e));
+    }
+    if let Err(e) = sync_dir(dir) {
+        if !replaces {
+            let _ = fs::remove_file(&path);
+        }
+        return Err(e);
+    }
     Ok(file)
 }
 
@@ -211,6 +238,10 @@ pub(crate) struct SegmentScanner {
     last_seq: Option<Seq>,
     /// Exclusive upper bound for plausible sequence numbers, when known.
     seq_end: Option<Seq>,
+    /// See [`SegmentScanner::tolerate_unreadable`].
+    tolerate_unreadable: bool,
+    /// Pages (by offset) that failed every try: they read as zeros.
+    unreadable: BTreeSet<u64>,
 }
 
 impl SegmentScanner {
@@ -227,7 +258,17 @@ impl SegmentScanner {
             max_payload,
             last_seq: None,
             seq_end: None,
+            tolerate_unreadable: false,
+            unreadable: BTreeSet::new(),
         })
+    }
+
+    /// For readers: a page that still fails with `EIO` after every try reads as zeros — as
+    /// damage, which the reader skips and reports as a `wal_corrupt` gap bounded by the
+    /// intact records around it — instead of failing every read from here on. (Recovery and
+    /// the tools keep the error: they must not cut or judge what they could not read.)
+    pub(crate) fn tolerate_unreadable(&mut self) {
+        self.tolerate_unreadable = true;
     }
 
     pub(crate) fn first_seq(&self) -> Seq {
@@ -378,10 +419,7 @@ impl SegmentScanner {
         let mut filled = fresh.len();
         fresh.resize((read_end - at) as usize, 0);
         while filled < fresh.len() {
-            let n = self
-                .file
-                .read_at(&mut fresh[filled..], at + filled as u64)
-                .map_err(|e| Error::io("read segment", &self.path, e))?;
+            let n = self.read_some(&mut fresh[filled..], at + filled as u64)?;
             if n == 0 {
                 // The file is shorter than the limit: nothing beyond can be read.
                 self.limit = at + filled as u64;
@@ -393,6 +431,55 @@ impl SegmentScanner {
         self.buf = fresh.freeze();
         self.buf_start = at;
         Ok(())
+    }
+}
+
+impl SegmentScanner {
+    /// Reads at `pos` into `buf` (some bytes, 0 at the end of the file), trying a failed
+    /// read again; with [`SegmentScanner::tolerate_unreadable`], a page that never reads
+    /// comes back as zeros and the pages around it as they are.
+    fn read_some(&mut self, buf: &mut [u8], pos: u64) -> Result<usize> {
+        let first_page = pos / READ_PAGE * READ_PAGE;
+        let known_bad = self
+            .unreadable
+            .range(first_page..pos + buf.len() as u64)
+            .next()
+            .is_some();
+        if !known_bad {
+            match read_retrying(&self.file, buf, pos) {
+                Ok(n) => return Ok(n),
+                Err(e) if self.tolerate_unreadable && e.raw_os_error() == Some(EIO) => {}
+                Err(e) => return Err(Error::io("read segment", &self.path, e)),
+            }
+        }
+        let piece_len = ((first_page + READ_PAGE - pos) as usize).min(buf.len());
+        let piece = &mut buf[..piece_len];
+        if !self.unreadable.contains(&first_page) {
+            match read_retrying(&self.file, piece, pos) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.raw_os_error() == Some(EIO) => {
+                    tracing::error!(path = %self.path.display(), offset = first_page, bytes = READ_PAGE, tries = READ_RETRY_PAUSES.len() + 1, "WAL segment block unreadable; the records it holds will be reported lost");
+                    self.unreadable.insert(first_page);
+                }
+                Err(e) => return Err(Error::io("read segment", &self.path, e)),
+            }
+        }
+        piece.fill(0);
+        Ok(piece_len)
+    }
+}
+
+/// `read_at`, tried again after each of [`READ_RETRY_PAUSES`] while it fails with `EIO`.
+fn read_retrying(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut pauses = READ_RETRY_PAUSES.iter();
+    loop {
+        match file.read_at(buf, pos) {
+            Err(e) if e.raw_os_error() == Some(EIO) => match pauses.next() {
+                Some(pause) => std::thread::sleep(*pause),
+                None => return Err(e),
+            },
+            other => return other,
+        }
     }
 }
 

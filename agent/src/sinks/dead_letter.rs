@@ -1,7 +1,9 @@
 //! The dead-letter queue: batches a destination rejected for good (a 4xx other than 408,
 //! 429, 401, 403 and 413-with-one-event) are written here, with the status and response,
 //! instead of being thrown away: `data_dir/dead-letter/<sink>/<first>-<last>.ndjson` and a
-//! `.meta.json` beside it. Files are written to a temp name, synced, then renamed.
+//! `.meta.json` beside it. Files are written to a temp name, synced, then renamed. A store
+//! that fails is an error for the sink to retry: the batch counts as handled only once
+//! stored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,14 +46,23 @@ pub fn store(dir: &Path, meta: &DeadLetterMeta, ndjson: &[u8]) -> Result<PathBuf
     Ok(body_path)
 }
 
+/// Temp file, sync, rename; a failure leaves no temporary file behind (the store is tried
+/// again, and a full disk should not fill up with halves).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| Error::io("create dead letter", &tmp, e))?;
-    f.write_all(bytes)
+    let written = f
+        .write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("write dead letter", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename dead letter", path, e))
+        .map_err(|e| Error::io("write dead letter", &tmp, e))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|e| Error::io("rename dead letter", path, e))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The dead-lettered batches of a sink, oldest first: (ndjson path, meta).

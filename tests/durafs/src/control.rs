@@ -11,7 +11,8 @@
 //! | `fault clear` | `ok` |
 //! | `stats` | one line of JSON: `fsyncs`, `fsyncdirs`, `bytes_pending`, `cuts`, `faults_fired` |
 //!
-//! A line that does not parse, or a cut that fails, is answered `error: <reason>`.
+//! A `path-substring` ending in `$` matches the end of paths only (see `fault.rs`). A line
+//! that does not parse, or a cut that fails, is answered `error: <reason>`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;

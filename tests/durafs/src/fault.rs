@@ -1,6 +1,8 @@
 //! Injected faults: which are armed, and whether one fires for a given operation on a
 //! given path. Paths are the live paths inside the mount (`/wal/00000000000000000001.seg`);
-//! a fault limited to a path fires when that path contains the given substring.
+//! a fault limited to a path fires when that path contains the given substring, or, for a
+//! substring ending in `$`, when the path ends with what comes before the `$` (`.json$`
+//! hits the rename onto `checkpoints.json` but not the writes to `checkpoints.json.tmp`).
 
 use crate::error::{Error, Result};
 
@@ -95,7 +97,15 @@ pub(crate) struct Faults {
 }
 
 fn matches(filter: &Option<String>, path: &str) -> bool {
-    filter.as_deref().is_none_or(|f| path.contains(f))
+    filter.as_deref().is_none_or(|f| path_matches(f, path))
+}
+
+/// Whether `path` contains `filter`, or ends with it when `filter` ends in `$`.
+fn path_matches(filter: &str, path: &str) -> bool {
+    match filter.strip_suffix('$') {
+        Some(end) => path.ends_with(end),
+        None => path.contains(filter),
+    }
 }
 
 impl Faults {
@@ -150,7 +160,7 @@ impl Faults {
         let hit = self
             .read_eio
             .iter()
-            .any(|(p, at, n)| path.contains(p.as_str()) && offset < at + n && *at < offset + len);
+            .any(|(p, at, n)| path_matches(p, path) && offset < at + n && *at < offset + len);
         self.fired += u64::from(hit);
         hit
     }
@@ -203,6 +213,17 @@ mod tests {
         assert!(faults.fsync_fails("/1.seg"));
         assert!(faults.fsync_fails("/2.seg"));
         assert!(!faults.fsync_fails("/3.seg"));
+    }
+
+    #[test]
+    fn a_path_ending_in_a_dollar_matches_the_end_of_paths_only() {
+        let mut faults = Faults::default();
+        faults.arm(Fault::Enospc {
+            on: true,
+            path: Some("checkpoints.json$".into()),
+        });
+        assert!(faults.no_space("/data/sources/app/checkpoints.json"));
+        assert!(!faults.no_space("/data/sources/app/checkpoints.json.tmp"));
     }
 
     #[test]

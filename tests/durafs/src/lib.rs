@@ -42,7 +42,7 @@
 //! `EIO` on the next N `fsync`s (and the file's unsynced writes are dropped with it, so a
 //! later successful `fsync` cannot make them durable: the fsyncgate lesson), `ENOSPC` on
 //! anything that takes space, short writes, and `EIO` on reads of one byte range. Each can
-//! be limited to paths containing a substring.
+//! be limited to paths containing a substring (or ending with it, written `…$`).
 //!
 //! ```no_run
 //! use durafs::{CutMode, DuraFs, MountOptions};

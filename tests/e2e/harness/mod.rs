@@ -1,8 +1,9 @@
 //! The shared harness: the agent as a child process ([`Agent`]), a receiver that
 //! misbehaves on cue ([`Receiver`]), log files that rotate ([`LogFile`]), a private CA
 //! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
-//! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), and
-//! real journal files ([`journal`]).
+//! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), real
+//! journal files ([`journal`]), and a durafs mount to cut the power under data_dir or inject
+//! storage faults ([`DuraMount`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -10,6 +11,7 @@ pub mod agent;
 pub mod capture;
 pub mod certs;
 pub mod client;
+pub mod duramount;
 pub mod http1;
 pub mod journal;
 pub mod lines;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::Agent;
 pub use client::Ingest;
+pub use duramount::DuraMount;
 pub use lines::{
     assert_exactly_once, assert_in_order, assert_ranges_cover_once, check_delivery, lines_in,
     numbered_lines,

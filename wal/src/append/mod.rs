@@ -19,15 +19,17 @@ use tokio::sync::oneshot;
 
 use crate::batch::{AppendBatch, SeqRange};
 use crate::error::{Error, Result};
-use crate::options::{Durability, WhenFull};
+use crate::options::Durability;
 use crate::record::{encode_into, RecordKind, Seq};
-use crate::segment::{create_segment, SEGMENT_HEADER_LEN};
-use crate::shared::{now_nanos, AppendRequest, SegmentMeta, Shared};
+use crate::segment::SEGMENT_HEADER_LEN;
+use crate::shared::{now_nanos, AppendRequest, Shared};
 use crate::syncer::WrittenGroup;
 
 mod capacity;
+mod rollover;
 
 use capacity::{Refused, REFUSED_GAP_EVERY};
+use rollover::is_disk_full;
 
 /// A cheap, cloneable handle producers append through.
 #[derive(Clone)]
@@ -148,6 +150,23 @@ pub(crate) struct SegmentWriter {
     seen_space_epoch: u64,
     /// The active segment's file size: data plus zeros reserved ahead of it.
     reserved: u64,
+    /// Under `interval`: records written and completed but not yet synced, hence not yet
+    /// published (see [`SegmentWriter::commit`]).
+    unpublished: Option<Unpublished>,
+    /// A sync or write of the active file failed: nothing more goes into it (`rollover.rs`).
+    untrusted: bool,
+}
+
+/// Written, completed records that readers see only once they are synced.
+#[derive(Debug, Clone, Copy)]
+struct Unpublished {
+    /// The segment's length and next seq after them.
+    len: u64,
+    next_seq: Seq,
+    first_now: u64,
+    last_now: u64,
+    records: u64,
+    bytes: u64,
 }
 
 /// A request encoded into the current write, with the sequence numbers it got.
@@ -159,6 +178,10 @@ struct Placed {
 impl SegmentWriter {
     pub(crate) fn new(shared: Arc<Shared>, file: File, len: u64, next_seq: Seq) -> Self {
         shared.syncer.reset(len, next_seq);
+        // Everything recovered is synced; the first write may sync at once.
+        let last_sync = Instant::now()
+            .checked_sub(shared.opts.sync_interval)
+            .unwrap_or_else(Instant::now);
         SegmentWriter {
             shared,
             file: Arc::new(file),
@@ -170,9 +193,11 @@ impl SegmentWriter {
             blocked: false,
             retry_at: None,
             refused: Refused::default(),
-            last_sync: Instant::now(),
+            last_sync,
             seen_space_epoch: 0,
             reserved: len,
+            unpublished: None,
+            untrusted: false,
         }
     }
 
@@ -259,6 +284,10 @@ impl SegmentWriter {
     /// Writes admitted requests, rolling to a new segment between requests when the
     /// active one is full, and completes each request once its chunk is durable.
     fn write(&mut self, admitted: Vec<AppendRequest>) {
+        if let Err(e) = self.ensure_trusted() {
+            self.fail(admitted.into_iter(), e);
+            return;
+        }
         let seg_bytes = self.shared.opts.segment_bytes;
         let mut chunk: Vec<Placed> = Vec::new();
         let mut rest = admitted.into_iter();
@@ -273,6 +302,10 @@ impl SegmentWriter {
                     return;
                 }
                 if let Err(e) = self.rollover() {
+                    if self.untrusted {
+                        self.fail([req].into_iter().chain(rest), rollover::io_error(e));
+                        return;
+                    }
                     tracing::error!(error = %e, "could not start a new segment; the active one grows past segment_bytes");
                 }
             }
@@ -296,6 +329,11 @@ impl SegmentWriter {
     /// the durability mode says, publishes it and completes the chunk's requests. On
     /// failure the segment is cut back to where it was and the sequence numbers are
     /// reused: nobody has seen them.
+    ///
+    /// Under `interval` the requests complete now but readers see the records only after
+    /// the timer's sync (run before completing when it is due): a sink never sends a record
+    /// a power cut can still take back, so its seq is never handed out again with another
+    /// event (which a receiver that deduplicates by seq would drop).
     fn commit(&mut self, chunk: &mut Vec<Placed>, now: u64) -> Result<(), io::Error> {
         if chunk.is_empty() {
             return Ok(());
@@ -326,7 +364,29 @@ impl SegmentWriter {
             });
             return Ok(());
         }
-        self.publish(now, records, bytes);
+        if self.shared.opts.durability == Durability::Interval {
+            self.record_len();
+            let u = self.unpublished.get_or_insert(Unpublished {
+                len: self.len,
+                next_seq: self.next_seq,
+                first_now: now,
+                last_now: now,
+                records: 0,
+                bytes: 0,
+            });
+            u.len = self.len;
+            u.next_seq = self.next_seq;
+            u.last_now = now;
+            u.records += records;
+            u.bytes += bytes;
+            if self.last_sync.elapsed() >= self.shared.opts.sync_interval {
+                // The timer's sync is due: run it before completing, so that an append
+                // after a quiet spell is visible to readers when it completes.
+                self.sync_now();
+            }
+        } else {
+            self.publish(now, records, bytes);
+        }
         for p in chunk.drain(..) {
             complete(p.req, Ok(p.range));
         }
@@ -344,7 +404,10 @@ impl SegmentWriter {
                 result = self.sync_active();
             }
         }
-        if result.is_err() {
+        if let Err(e) = &result {
+            if !is_disk_full(e) {
+                self.untrusted = true;
+            }
             self.len = at;
             self.synced_len = self.synced_len.min(at);
             self.reserved = at;
@@ -357,25 +420,29 @@ impl SegmentWriter {
 
     fn sync_active(&mut self) -> Result<(), io::Error> {
         let started = Instant::now();
-        self.file.sync_data()?;
+        if let Err(e) = self.file.sync_data() {
+            self.untrusted = true;
+            return Err(e);
+        }
         let took = started.elapsed();
         self.synced_len = self.len;
         self.last_sync = Instant::now();
-        let mut st = self.shared.lock();
-        st.counters.syncs += 1;
-        st.counters.sync_nanos += took.as_nanos() as u64;
-        Ok(())
-    }
-
-    fn sync_now(&mut self) {
-        if let Err(e) = self.sync_active() {
-            // The bytes were already acknowledged (durability interval/never): all that
-            // can be done is to say so loudly and stop writing to this file.
-            tracing::error!(error = %e, "fdatasync of the active WAL segment failed");
-            if let Err(e) = self.rollover() {
-                tracing::error!(error = %e, "could not start a new segment after a failed fdatasync");
-            }
+        {
+            let mut st = self.shared.lock();
+            st.counters.syncs += 1;
+            st.counters.sync_nanos += took.as_nanos() as u64;
         }
+        if let Some(u) = self.unpublished.take() {
+            self.shared.publish(
+                u.len,
+                u.next_seq,
+                u.first_now,
+                u.last_now,
+                u.records,
+                u.bytes,
+            );
+        }
+        Ok(())
     }
 
     /// Makes what was written visible to readers.
@@ -393,49 +460,6 @@ impl SegmentWriter {
         }
     }
 
-    /// Answers requests whose write failed: a full disk under `block` waits and retries,
-    /// everything else gets the error.
-    fn fail(&mut self, reqs: impl Iterator<Item = AppendRequest>, e: io::Error) {
-        let disk_full =
-            e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded;
-        let wait = disk_full && self.shared.opts.when_full == WhenFull::Block;
-        if disk_full {
-            self.shared.lock().counters.disk_full_errors += 1;
-            tracing::warn!(dir = %self.shared.dir.display(), waiting = wait, "disk full: WAL append failed; the log is unchanged");
-        } else {
-            tracing::error!(error = %e, "WAL write failed; the log is unchanged");
-            if let Err(e) = self.rollover() {
-                tracing::error!(error = %e, "could not start a new segment after a failed write");
-            }
-        }
-        let mut retry = Vec::new();
-        for req in reqs {
-            if wait && !req.no_wait {
-                retry.push(req);
-            } else if disk_full {
-                let dir = self.shared.dir.clone();
-                complete(req, Err(Error::DiskFull { dir }));
-            } else {
-                let path = self.shared.segment_path(self.active_first_seq());
-                complete(
-                    req,
-                    Err(Error::io(
-                        "append",
-                        path,
-                        io::Error::new(e.kind(), e.to_string()),
-                    )),
-                );
-            }
-        }
-        if !retry.is_empty() {
-            for req in retry.into_iter().rev() {
-                self.pending.push_front(req);
-            }
-            self.blocked = true;
-            self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
-        }
-    }
-
     fn active_first_seq(&self) -> Seq {
         self.shared
             .lock()
@@ -448,6 +472,7 @@ impl SegmentWriter {
     fn write_internal(&mut self, kind: RecordKind, payload: &[u8]) -> Result<Seq, io::Error> {
         // Keep publication in seq order: what the sync stage holds goes first.
         self.settle();
+        self.ensure_trusted()?;
         let now = now_nanos();
         let seq = self.next_seq;
         self.buf.clear();
@@ -463,29 +488,6 @@ impl SegmentWriter {
         Ok(seq)
     }
 
-    /// After a failed `fdatasync` in the sync stage: cut the segment back to what was
-    /// synced (the appends beyond it were failed, nobody saw them) and leave the file.
-    fn repair_failed_sync(&mut self) {
-        if !self.shared.syncer.has_failure() {
-            return;
-        }
-        self.shared.syncer.drain();
-        let Some(f) = self.shared.syncer.take_failure() else {
-            return;
-        };
-        self.reserved = f.synced_len;
-        if let Err(e) = self.file.set_len(f.synced_len) {
-            tracing::error!(error = %e, "could not cut the WAL segment back after a failed fdatasync");
-        }
-        self.len = f.synced_len;
-        self.synced_len = f.synced_len;
-        self.next_seq = f.synced_next_seq;
-        self.record_len();
-        if let Err(e) = self.rollover() {
-            tracing::error!(error = %e, "could not start a new segment after a failed fdatasync");
-        }
-    }
-
     /// Waits for the sync stage to finish what it holds; afterwards everything written is
     /// synced (unless a sync failed, which `repair_failed_sync` handles).
     fn settle(&mut self) {
@@ -495,46 +497,6 @@ impl SegmentWriter {
                 self.synced_len = self.len;
             }
         }
-    }
-
-    /// Seals the active segment and starts a new one at `next_seq`. A segment without
-    /// records is never sealed (the new one would have its name).
-    fn rollover(&mut self) -> Result<()> {
-        self.settle();
-        if self.len <= SEGMENT_HEADER_LEN as u64 {
-            return Ok(());
-        }
-        let old_first = self.active_first_seq();
-        if self.synced_len < self.len {
-            self.sync_active()
-                .map_err(|e| Error::io("fdatasync", self.shared.segment_path(old_first), e))?;
-        }
-        self.trim()
-            .map_err(|e| Error::io("trim segment", self.shared.segment_path(old_first), e))?;
-        let file = create_segment(&self.shared.dir, self.next_seq, now_nanos())?;
-        {
-            let mut st = self.shared.lock();
-            if let Some(old) = st.segments.back_mut() {
-                old.len = self.len;
-                old.published_len = self.len;
-                old.sealed = true;
-            }
-            st.segments.push_back(SegmentMeta {
-                first_seq: self.next_seq,
-                len: SEGMENT_HEADER_LEN as u64,
-                published_len: SEGMENT_HEADER_LEN as u64,
-                sealed: false,
-                first_ts: None,
-                last_ts: None,
-            });
-        }
-        self.file = Arc::new(file);
-        self.len = SEGMENT_HEADER_LEN as u64;
-        self.synced_len = self.len;
-        self.shared.syncer.reset(self.len, self.next_seq);
-        self.reserved = self.len;
-        tracing::debug!(first_seq = self.next_seq, "started WAL segment");
-        Ok(())
     }
 
     /// Close: complete what can be, sync, and let go of the file.

@@ -19,6 +19,17 @@
 //! reported in bytes, never as seqs. A record that was really there but left no such
 //! evidence (its header destroyed) gets its seq handed out again: the price of never
 //! claiming a loss the log cannot show.
+//!
+//! **A lost page ends the durable data**, even where intact records follow it: damaged
+//! bytes that begin with zeros up to a page boundary, or that include a whole, aligned
+//! [`PAGE`] of zeros, are the shape a power cut leaves when the kernel wrote back some
+//! unsynced pages of the active segment and not others (a lost page keeps only what was
+//! synced of it, and the segment's room ahead of the appender is zeros; bit rot flips bits,
+//! it does not zero the rest of a page). Everything from the last intact record before such a page was written after the
+//! last completed sync, so under `always` (and, readers seeing only synced records, under
+//! `interval`) nobody was told of it: it is a torn tail, cut, and costs no seq. Keeping the
+//! records after the hole would make readers report the hole's seqs as `wal_corrupt`, a
+//! loss of records nobody was promised.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -27,6 +38,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::record::{unchecked_header, Seq, RECORD_HEADER_LEN};
 use crate::segment::{ScanItem, SegmentScanner, SEGMENT_HEADER_LEN};
+
+/// The unit in which unsynced data survives a power cut or not: the page cache's.
+pub(crate) const PAGE: u64 = 4096;
 
 /// What the end of the active segment holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +89,11 @@ pub(crate) fn examine(
         dirty: 0,
         file_len,
     };
+    let file = File::open(path).map_err(|e| Error::io("open active segment", path, e))?;
     // Whether bytes follow the last intact record; they start at `found.end`.
     let mut tail = false;
+    // Where a lost page begins, if damaged bytes hold one (see the module doc).
+    let mut lost_page = None;
     loop {
         match scanner.next()? {
             ScanItem::Record {
@@ -92,24 +109,34 @@ pub(crate) fn examine(
                 found.last_ts = Some(timestamp);
                 tail = false;
             }
-            ScanItem::Damaged { .. } => tail = true,
+            ScanItem::Damaged { offset, len } => {
+                tail = true;
+                lost_page = zero_page_in(&file, offset, offset + len)
+                    .map_err(|e| Error::io("read active segment", path, e))?;
+                if lost_page.is_some() {
+                    break;
+                }
+            }
             ScanItem::End => break,
         }
     }
     if !tail {
         return Ok(found);
     }
-    let file = File::open(path).map_err(|e| Error::io("open active segment", path, e))?;
     let data_end = end_of_nonzero(&file, found.end, file_len)
         .map_err(|e| Error::io("read active segment", path, e))?;
     if data_end == found.end {
         // Only the zeros the appender reserves ahead of its writes: room, not damage.
         return Ok(found);
     }
-    let mut bytes = vec![0u8; (data_end - found.end) as usize];
+    // Evidence of damaged records stops at a lost page: a record running into one did not
+    // have its bytes all present.
+    let evidence_end = lost_page.map_or(data_end, |p| p.min(data_end));
+    let mut bytes = vec![0u8; (evidence_end - found.end) as usize];
     file.read_exact_at(&mut bytes, found.end)
         .map_err(|e| Error::io("read active segment", path, e))?;
-    let (kept, records) = evidence(&bytes, found.next_seq, data_end == file_len, max_payload);
+    let trimmed = lost_page.is_none() && data_end == file_len;
+    let (kept, records) = evidence(&bytes, found.next_seq, trimmed, max_payload);
     if records > 0 {
         let last = found.next_seq + records - 1;
         found.damaged = Some((found.end, found.next_seq, last));
@@ -149,6 +176,30 @@ fn evidence(tail: &[u8], mut next: Seq, trimmed: bool, max_payload: usize) -> (u
     (at, records)
 }
 
+/// Where the shape of a lost page begins in the damaged bytes `[from, to)`: zeros from
+/// `from` up to the next page boundary (a page whose unsynced end was lost, its synced
+/// start kept), or else the first aligned [`PAGE`] of zeros (a page lost whole).
+fn zero_page_in(file: &File, from: u64, to: u64) -> std::io::Result<Option<u64>> {
+    let mut page = [0u8; PAGE as usize];
+    let boundary = from.div_ceil(PAGE) * PAGE;
+    if boundary > from && boundary <= to {
+        let head = &mut page[..(boundary - from) as usize];
+        file.read_exact_at(head, from)?;
+        if head.iter().all(|&b| b == 0) {
+            return Ok(Some(from));
+        }
+    }
+    let mut at = boundary;
+    while at + PAGE <= to {
+        file.read_exact_at(&mut page, at)?;
+        if page.iter().all(|&b| b == 0) {
+            return Ok(Some(at));
+        }
+        at += PAGE;
+    }
+    Ok(None)
+}
+
 fn longest_zero_run(bytes: &[u8]) -> usize {
     bytes.split(|&b| b != 0).map(<[u8]>::len).max().unwrap_or(0)
 }
@@ -181,6 +232,50 @@ mod tests {
             encode_into(&mut buf, seq, 1, RecordKind::Event, b"some payload bytes");
         }
         buf
+    }
+
+    fn rotted_page() -> Vec<u8> {
+        (0..PAGE).map(|i| i as u8 | 1).collect()
+    }
+
+    #[test]
+    fn intact_records_after_a_lost_page_are_a_torn_tail_that_costs_no_seq() {
+        // Power cut: the kernel wrote back the active segment's unsynced pages 0, 2 and 3
+        // but not page 1; everything from the record page 1 begins in was never synced.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.seg");
+        let mut bytes = crate::segment::encode_header(1, 0).to_vec();
+        let (mut seq, mut durable) = (1, None);
+        while bytes.len() < 3 * PAGE as usize + 500 {
+            if bytes.len() + RECORD_HEADER_LEN + 300 > PAGE as usize && durable.is_none() {
+                durable = Some((bytes.len() as u64, seq));
+            }
+            encode_into(&mut bytes, seq, 1, RecordKind::Event, &[7u8; 300]);
+            seq += 1;
+        }
+        let (end, next_seq) = durable.unwrap();
+        bytes[PAGE as usize..2 * PAGE as usize].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let found = examine(&path, 1, bytes.len() as u64, 1 << 20).unwrap();
+        assert_eq!((found.end, found.next_seq), (end, next_seq));
+        assert_eq!(found.damaged, None);
+        assert_eq!(found.dirty, bytes.len() as u64 - end);
+        // A page whose unsynced end was lost: zeros from the last intact record on.
+        let mut half = bytes.clone();
+        half[end as usize..PAGE as usize].fill(0);
+        half[PAGE as usize..2 * PAGE as usize].copy_from_slice(&rotted_page());
+        std::fs::write(&path, &half).unwrap();
+        let found = examine(&path, 1, half.len() as u64, 1 << 20).unwrap();
+        assert_eq!(
+            (found.end, found.next_seq, found.damaged),
+            (end, next_seq, None)
+        );
+        // Bit rot in the same place (no zeros to a page boundary) keeps the records after it.
+        let mut rotted = bytes.clone();
+        rotted[PAGE as usize..2 * PAGE as usize].copy_from_slice(&rotted_page());
+        std::fs::write(&path, &rotted).unwrap();
+        let found = examine(&path, 1, rotted.len() as u64, 1 << 20).unwrap();
+        assert_eq!((found.end, found.next_seq), (rotted.len() as u64, seq));
     }
 
     #[test]

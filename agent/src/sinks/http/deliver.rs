@@ -74,11 +74,19 @@ impl Sender {
                     Err(e) => Err(e),
                 },
                 Some(Final::TooLarge) => {
-                    self.dead_letter(&part, StatusCode::PAYLOAD_TOO_LARGE, String::new())
+                    match self
+                        .dead_letter(&part, StatusCode::PAYLOAD_TOO_LARGE, String::new())
                         .await
+                    {
+                        Some(stored) => stored.map(Some),
+                        None => return Outcome::Aborted,
+                    }
                 }
                 Some(Final::Rejected { status, body }) => {
-                    self.dead_letter(&part, status, body).await
+                    match self.dead_letter(&part, status, body).await {
+                        Some(stored) => stored.map(Some),
+                        None => return Outcome::Aborted,
+                    }
                 }
                 None => return Outcome::Aborted,
             };
@@ -310,13 +318,20 @@ impl Sender {
         }
     }
 
+    /// Moves a rejected batch to the dead-letter queue. Only once it is stored may the
+    /// cursor pass it: a store that fails (a full disk) is tried again with backoff while
+    /// the batch stays in the WAL, and the sink says why it is held. `None` on shutdown (the
+    /// batch stays undelivered in the WAL).
     async fn dead_letter(
         &self,
         part: &Prepared,
         status: StatusCode,
         response: String,
-    ) -> Result<Option<std::path::PathBuf>> {
-        let b = self.reread(part).await?;
+    ) -> Option<Result<std::path::PathBuf>> {
+        let b = match self.reread(part).await {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
         let meta = DeadLetterMeta {
             sink: self.name.clone(),
             first_seq: b.first_seq,
@@ -332,15 +347,33 @@ impl Sender {
             &self.host,
             self.seq_field.as_deref(),
         );
-        let stored = dead_letter::store(&self.dead_letter_dir, &meta, &ndjson);
-        match &stored {
-            Ok(path) => {
-                tracing::error!(sink = %self.name, status = status.as_u16(), events = b.records.len(), first_seq = b.first_seq, last_seq = b.last_seq, path = %path.display(), "batch rejected permanently; moved to the dead-letter queue");
+        let policy = RetryPolicy {
+            initial: self.cfg.initial_backoff,
+            max: self.cfg.max_backoff,
+        };
+        let mut attempt = 0u32;
+        let mut shutdown = self.shutdown.clone();
+        let path = loop {
+            match dead_letter::store(&self.dead_letter_dir, &meta, &ndjson) {
+                Ok(path) => break path,
+                Err(e) => {
+                    let backoff = policy.backoff(attempt);
+                    if attempt == 0 {
+                        tracing::error!(sink = %self.name, error = %e, first_seq = b.first_seq, last_seq = b.last_seq, retry_in_ms = backoff.as_millis() as u64, "could not write the dead-letter file; the batch stays in the WAL and is stored once that works");
+                    }
+                    self.failed(attempt, &format!("dead-letter queue: {e}"), backoff);
+                    self.metrics.sink_state(&self.name, |s| {
+                        s.backoff_until = Some(std::time::Instant::now() + backoff);
+                    });
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(sink = %self.name, error = %e, "could not write the dead-letter file");
-            }
-        }
+        };
+        tracing::error!(sink = %self.name, status = status.as_u16(), events = b.records.len(), first_seq = b.first_seq, last_seq = b.last_seq, path = %path.display(), "batch rejected permanently; moved to the dead-letter queue");
         let label = SinkLabel {
             sink: self.name.clone(),
         };
@@ -357,7 +390,7 @@ impl Sender {
             .inc_by(n);
         self.metrics
             .sink_state(&self.name, |s| s.dead_lettered_events += n);
-        Ok(stored.ok())
+        Some(Ok(path))
     }
 
     /// Tells the platform, in the stream, that a batch went to the dead-letter queue: a
