@@ -92,6 +92,52 @@ stop_agent
 [ "${delivered:-0}" -ge 2 ] || { echo "the backlog was not delivered ($delivered events)" >&2; exit 1; }
 echo "delivered $delivered events (heartbeats from before and after the upgrade)"
 
+echo "== the journald path: the installed binary, as the gapless user, reads a journal directory"
+if [ -x /lib/systemd/systemd-journal-remote ]; then
+    jdir=$(mktemp -d /tmp/gapless-journal.XXXXXX)
+    for i in 1 2 3; do
+        printf '__REALTIME_TIMESTAMP=170000000000000%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=debtest\nSYSLOG_FACILITY=4\n_SYSTEMD_UNIT=ssh.service\nMESSAGE=deb test auth entry %d\n\n' "$i" "$i" "$i"
+    done > "$jdir/entries.export"
+    /lib/systemd/systemd-journal-remote --output="$jdir/system.journal" --split-mode=none - < "$jdir/entries.export" 2>/dev/null
+    rm "$jdir/entries.export"
+    chmod -R a+rX "$jdir"
+    jport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    japi=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    jconf=$(mktemp /tmp/gapless-journal-XXXXXX.toml)
+    {
+        echo 'data_dir = "/var/lib/gapless/journal-test"'
+        echo '[api]'
+        echo "address = \"127.0.0.1:$japi\""
+        echo '[sources.journal]'
+        echo 'type = "journald"'
+        echo 'matches = { SYSLOG_FACILITY = ["4", "10"] }'
+        echo "journal_directory = \"$jdir\""
+        echo '[sinks.out]'
+        echo 'type = "http"'
+        echo "uri = \"http://127.0.0.1:$jport/ingest\""
+        echo 'batch = { max_events = 10, timeout = "100ms" }'
+    } > "$jconf"
+    chmod 644 "$jconf"
+    "$target/release/examples/count_receiver" "127.0.0.1:$jport" &
+    jrecv=$!
+    setpriv --reuid=gapless --regid=gapless --init-groups /usr/bin/gapless run --config "$jconf" &
+    jagent=$!
+    got=0
+    for _ in $(seq 1 100); do
+        got=$(curl -s "127.0.0.1:$jport/count" | cut -d' ' -f1 || echo 0)
+        [ "${got:-0}" -ge 3 ] && break
+        sleep 0.1
+    done
+    kill -TERM "$jagent"
+    wait "$jagent" || true
+    kill "$jrecv" 2>/dev/null || true
+    [ "${got:-0}" -ge 3 ] || { echo "the journald source delivered ${got:-0} of 3 entries" >&2; exit 1; }
+    echo "the journald source delivered $got journal entries"
+    rm -rf "$jdir" "$jconf"
+else
+    echo "SKIPPED the journald path: systemd-journal-remote is not installed" >&2
+fi
+
 echo "== remove keeps the WAL, purge deletes it"
 dpkg -r gapless
 [ -d /var/lib/gapless/wal ]
