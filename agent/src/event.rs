@@ -72,7 +72,7 @@ impl EventEncoder {
         fields: &[(&str, &str)],
         flags: &[&str],
     ) {
-        self.write_line(batch, line, timestamp, fields, None, flags);
+        self.write_line(batch, line, timestamp, None, fields, None, flags);
     }
 
     /// [`EventEncoder::push_line`] with one more field, `object.0`, whose value `object.1`
@@ -87,16 +87,29 @@ impl EventEncoder {
         object: (&str, &[u8]),
         flags: &[&str],
     ) {
-        self.write_line(batch, line, timestamp, &[], Some(object), flags);
+        self.write_line(
+            batch,
+            line,
+            timestamp,
+            None,
+            &[],
+            Some((object.0, Nested::Json(object.1))),
+            flags,
+        );
     }
 
+    /// The one writer of line events: `message`, `timestamp`, `host` (`host`, else the
+    /// agent's), `source`, then `fields`, the nested `object`, `flags` and
+    /// `invalid_utf8`.
+    #[allow(clippy::too_many_arguments)]
     fn write_line(
         &self,
         batch: &mut AppendBatch,
         line: &[u8],
         timestamp: &Timestamp,
+        host: Option<&str>,
         fields: &[(&str, &str)],
-        object: Option<(&str, &[u8])>,
+        object: Option<(&str, Nested<'_>)>,
         flags: &[&str],
     ) {
         batch.push_with(|buf| {
@@ -106,7 +119,7 @@ impl EventEncoder {
             buf.extend_from_slice(b",\"timestamp\":\"");
             buf.extend_from_slice(timestamp.as_bytes());
             buf.extend_from_slice(b"\",\"host\":");
-            write_json_str(buf, &self.host);
+            write_json_str(buf, host.unwrap_or(&self.host));
             buf.extend_from_slice(b",\"source\":");
             write_json_str(buf, &self.source);
             for (k, v) in fields {
@@ -115,11 +128,17 @@ impl EventEncoder {
                 buf.push(b':');
                 write_json_str(buf, v);
             }
-            if let Some((k, json)) = object {
+            if let Some((k, nested)) = object {
                 buf.push(b',');
                 write_json_str(buf, k);
                 buf.push(b':');
-                buf.extend_from_slice(json);
+                match nested {
+                    Nested::Json(json) => buf.extend_from_slice(json),
+                    // Serialising a map of JSON values into a Vec cannot fail.
+                    Nested::Map(map) => {
+                        let _ = serde_json::to_writer(&mut *buf, map);
+                    }
+                }
             }
             for f in flags {
                 buf.push(b',');
@@ -145,26 +164,15 @@ impl EventEncoder {
         key: &str,
         object: &serde_json::Map<String, serde_json::Value>,
     ) {
-        batch.push_with(|buf| {
-            buf.extend_from_slice(&self.prefix);
-            buf.extend_from_slice(b"{\"message\":");
-            let valid = write_json_bytes(buf, message);
-            buf.extend_from_slice(b",\"timestamp\":\"");
-            buf.extend_from_slice(timestamp.as_bytes());
-            buf.extend_from_slice(b"\",\"host\":");
-            write_json_str(buf, host.unwrap_or(&self.host));
-            buf.extend_from_slice(b",\"source\":");
-            write_json_str(buf, &self.source);
-            buf.push(b',');
-            write_json_str(buf, key);
-            buf.push(b':');
-            // Serialising a map of JSON values into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *buf, object);
-            if !valid {
-                buf.extend_from_slice(b",\"invalid_utf8\":true");
-            }
-            buf.push(b'}');
-        });
+        self.write_line(
+            batch,
+            message,
+            timestamp,
+            host,
+            &[],
+            Some((key, Nested::Map(object))),
+            &[],
+        );
     }
 
     /// Appends a JSON object received from a client: its fields as sent, those with a
@@ -214,6 +222,14 @@ impl EventEncoder {
             let _ = serde_json::to_writer(&mut *buf, &object);
         });
     }
+}
+
+/// The value of the one nested object field of a line event.
+enum Nested<'a> {
+    /// JSON the agent serialised itself.
+    Json(&'a [u8]),
+    /// A map the agent built, serialised as it is written.
+    Map(&'a serde_json::Map<String, serde_json::Value>),
 }
 
 /// A WAL payload split into its source name and JSON object.
