@@ -181,22 +181,12 @@ impl Tailed {
         if read_head(&file, head).is_err() {
             return change;
         }
-        let was_at = self.read;
-        if size < self.read {
-            self.restart(head);
-            return Change::Truncated { was_at };
-        }
-        if !self.fp.matches(head) {
-            self.restart(head);
-            return Change::Rewritten { was_at };
-        }
-        // An error here is no information: the next chunk checks the anchor again.
-        if let Ok(false) = anchor_holds(&file, self.read, &self.read_anchor, scratch) {
-            self.restart(head);
-            return Change::Rewritten { was_at };
-        }
-        if head.len() > self.fp.len as usize {
-            self.fp = Fingerprint::of(head);
+        // An error reading the anchor is no information: the next chunk checks it again.
+        let verdict = self
+            .judge(&file, size, head, scratch)
+            .unwrap_or(Change::None);
+        if self.settle(verdict, head) {
+            return verdict;
         }
         // A shrunken partial last line: look again from where the file now ends.
         self.seen = self.seen.min(size);
@@ -265,10 +255,7 @@ impl Tailed {
         }
         read_head(&file, head)?;
         let size = meta.len();
-        let rewritten = size >= self.read
-            && self.fp.matches(head)
-            && !anchor_holds(&file, self.read, &self.read_anchor, scratch)?;
-        let was_at = self.read;
+        let verdict = self.judge(&file, size, head, scratch)?;
         self.stamp = (size, meta.mtime(), meta.mtime_nsec());
         if size != self.size {
             self.grown_at = now;
@@ -278,18 +265,42 @@ impl Tailed {
         self.reads_since_open = 0;
         self.read_at = now;
         self.more = size > self.seen;
+        self.settle(verdict, head);
+        Ok(verdict)
+    }
+
+    /// What the content of `file` (`size` bytes, first bytes `head` read just now) says:
+    /// shorter than the read offset (truncated), other first bytes or other bytes just
+    /// before the read offset (rewritten), or the same file read on. `Err` only when the
+    /// bytes before the offset cannot be read.
+    fn judge(
+        &self,
+        file: &File,
+        size: u64,
+        head: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> std::io::Result<Change> {
+        let was_at = self.read;
         if size < self.read {
-            self.restart(head);
             return Ok(Change::Truncated { was_at });
         }
-        if rewritten || !self.fp.matches(head) {
-            self.restart(head);
+        if !self.fp.matches(head) || !anchor_holds(file, self.read, &self.read_anchor, scratch)? {
             return Ok(Change::Rewritten { was_at });
+        }
+        Ok(Change::None)
+    }
+
+    /// Acts on a [`Tailed::judge`] verdict: a truncated or rewritten file starts over at 0
+    /// (returns `true`); the same file widens its fingerprint to the first bytes it has now.
+    fn settle(&mut self, verdict: Change, head: &[u8]) -> bool {
+        if matches!(verdict, Change::Truncated { .. } | Change::Rewritten { .. }) {
+            self.restart(head);
+            return true;
         }
         if head.len() > self.fp.len as usize {
             self.fp = Fingerprint::of(head);
         }
-        Ok(Change::None)
+        false
     }
 
     /// The content started over: read from 0 and let older appends no longer count.
