@@ -99,7 +99,7 @@ impl Source {
             .filter(|(_, f)| !f.is_open() && f.more)
             .map(|(&k, _)| k)
             .collect();
-        let open = self.files.values().filter(|f| f.is_open()).count();
+        let open = self.open_files();
         let cap = self.budget.cap(now);
         let wanted = wanting.len() + new_paths.len();
         let mut free = cap.saturating_sub(open);
@@ -135,7 +135,7 @@ impl Source {
                 None => waiting -= 1,
             }
         }
-        self.budget.open = self.files.values().filter(|f| f.is_open()).count();
+        self.budget.open = self.open_files();
         self.budget.waiting = waiting;
         self.metrics
             .source_descriptors(&self.name, self.budget.open as u64, waiting as u64);
@@ -154,6 +154,11 @@ impl Source {
                 "files wait for a descriptor; they are read as others finish (nothing is lost)",
             );
         }
+    }
+
+    /// Followed files holding a descriptor now.
+    fn open_files(&self) -> usize {
+        self.files.values().filter(|f| f.is_open()).count()
     }
 
     /// Closes up to `n` open files that can close without losing anything; returns how
@@ -230,7 +235,7 @@ impl Source {
 
     /// `open` failed for want of descriptors: lower the cap to what is open for a while.
     pub(super) fn out_of_descriptors(&mut self, now: Instant) {
-        let open = self.files.values().filter(|f| f.is_open()).count();
+        let open = self.open_files();
         let first = self.budget.shortage.is_none_or(|(_, t)| now >= t);
         self.budget.shortage = Some((open.max(1), now + SHORTAGE_FOR));
         if first {
