@@ -151,11 +151,8 @@ async fn logger_over_tcp_with_octet_counting_and_rfc5424_gives_every_field() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logger_over_udp_in_rfc3164_gives_tag_pid_and_this_years_time() {
-    let receiver = Receiver::start(Mode::Ok).await;
-    let port = free_port();
-    let _agent = start(&receiver, &syslog_source("udp", port, "")).await;
+/// `logger --udp --rfc3164` to 127.0.0.1:`port` as `myapp[4242]`, `daemon.warning`.
+fn logger_udp_rfc3164(port: u16, message: &str) {
     let p = port.to_string();
     run(&[
         "logger",
@@ -170,8 +167,16 @@ async fn logger_over_udp_in_rfc3164_gives_tag_pid_and_this_years_time() {
         "--id=4242",
         "-p",
         "daemon.warning",
-        "hello udp",
+        message,
     ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logger_over_udp_in_rfc3164_gives_tag_pid_and_this_years_time() {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _agent = start(&receiver, &syslog_source("udp", port, "")).await;
+    logger_udp_rfc3164(port, "hello udp");
     let events = receiver.wait_for_events(1, DELIVERY).await;
     assert_recent(&events[0]);
     assert_eq!(
@@ -667,22 +672,7 @@ log {{ source(s_in); destination(d_out); }};
         ctl.exists() && std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&bound))
     })
     .await;
-    let p = relay_port.to_string();
-    run(&[
-        "logger",
-        "--udp",
-        "--rfc3164",
-        "-n",
-        "127.0.0.1",
-        "-P",
-        &p,
-        "-t",
-        "myapp",
-        "--id=4242",
-        "-p",
-        "daemon.warning",
-        "relayed hello",
-    ]);
+    logger_udp_rfc3164(relay_port, "relayed hello");
     let events = receiver.wait_for_events(1, DELIVERY).await;
     assert_recent(&events[0]);
     assert_eq!(
