@@ -1,396 +1,591 @@
-//! The `elasticsearch` sink against [`Elastic`], a `_bulk` server writing into data streams.
-//! First the server itself, driven by a plain HTTP client, so that a test failing against
-//! the agent is the agent's doing and not the server's.
+//! The `elasticsearch` sink against [`Elastic`], a `_bulk` server writing into a data
+//! stream: every event is a `create` under `<agent_id>-<seq>`, so the cluster itself
+//! de-duplicates what the agent sends again (after an item 429, a lost answer, a kill -9)
+//! and every seq is stored exactly once; items the mapping refuses go to the dead-letter
+//! queue with a notice naming `mapper_parsing_exception`; whole requests answered 429/5xx
+//! are sent again, 413 is split, and a node that is down is failed over to the next.
+//! `server` checks the server itself first.
 
-use std::io::Write;
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::harness::agent::{run_command, wait_for_status};
 use crate::harness::platforms::elastic::{
     basic_credentials, encoded_api_key, Elastic, Fault, Settings,
 };
-use crate::harness::SHORT;
+use crate::harness::snippets::http_source;
+use crate::harness::*;
 
-/// The `encoded` form of an API key, as the create-API-key API returns it.
+/// The sink's data stream by default.
+const INDEX: &str = "logs-gapless-default";
+
+/// The API key the agent is given (its `encoded` form).
 fn key() -> String {
-    encoded_api_key("VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw")
+    encoded_api_key("gapless-e2e", "k3y-s3cr3t-never-logged")
 }
 
-/// What a client sends: the body (gzipped or not) and its `Authorization`.
-struct Bulk {
-    path: &'static str,
-    auth: Option<String>,
-    content_type: &'static str,
-    gzip: bool,
-}
-
-impl Bulk {
-    fn new() -> Bulk {
-        Bulk {
-            path: "/_bulk",
-            auth: Some(format!("ApiKey {}", key())),
-            content_type: "application/x-ndjson",
-            gzip: false,
-        }
-    }
-
-    /// Posts `body` to `node`: status and parsed answer (`Null` for an empty one).
-    async fn send(&self, node: &Elastic, body: &str) -> (u16, Value) {
-        let mut bytes = body.as_bytes().to_vec();
-        let mut req = reqwest::Client::new()
-            .post(format!("{}{}", node.url(), self.path))
-            .header("content-type", self.content_type)
-            .timeout(SHORT);
-        if self.gzip {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&bytes).unwrap();
-            bytes = gz.finish().unwrap();
-            req = req.header("content-encoding", "gzip");
-        }
-        if let Some(auth) = &self.auth {
-            req = req.header("authorization", auth);
-        }
-        let resp = req.body(bytes).send().await.expect("POST _bulk");
-        let status = resp.status().as_u16();
-        assert_eq!(
-            resp.headers()
-                .get("x-elastic-product")
-                .and_then(|v| v.to_str().ok()),
-            Some("Elasticsearch"),
-            "every answer names the product"
-        );
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-        };
-        (status, value)
-    }
-}
-
-/// One `create` of `doc` under `id` into the default stream, as two NDJSON lines.
-fn create(id: &str, doc: Value) -> String {
-    format!(
-        "{}\n{doc}\n",
-        json!({"create": {"_index": "logs-gapless-default", "_id": id}})
-    )
-}
-
-fn event(seq: u64) -> Value {
-    json!({"@timestamp": "2026-11-26T14:54:09.650Z", "message": format!("event {seq}"), "seq": seq})
-}
-
-/// `(action, status, error.type)` of each item of a bulk answer.
-fn items(answer: &Value) -> Vec<(String, u64, Option<String>)> {
-    answer["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items in {answer}"))
-        .iter()
-        .map(|i| {
-            let (action, r) = i.as_object().unwrap().iter().next().unwrap();
-            (
-                action.clone(),
-                r["status"].as_u64().unwrap(),
-                r["error"]["type"].as_str().map(str::to_string),
-            )
-        })
-        .collect()
+fn api_key_auth() -> String {
+    format!("auth = {{ api_key = \"{}\" }}", key())
 }
 
 async fn cluster() -> Elastic {
     Elastic::start(Settings::default().api_key(&key())).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_creates_are_stored_and_answered_in_request_order_by_backing_index() {
-    let es = cluster().await;
-    let body: String = (1..=3)
-        .map(|s| create(&format!("a-{s}"), event(s)))
-        .collect();
-    let (status, answer) = Bulk::new().send(&es, &body).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["errors"], false);
-    let ids: Vec<&str> = answer["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["create"]["_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["a-1", "a-2", "a-3"]);
-    let backing = answer["items"][0]["create"]["_index"].as_str().unwrap();
-    assert!(
-        backing.starts_with(".ds-logs-gapless-default-") && backing.ends_with("-000001"),
-        "{backing}"
-    );
-    assert_eq!(answer["items"][0]["create"]["result"], "created");
-    let seqs: Vec<u64> = es
-        .sources()
-        .iter()
-        .map(|s| s["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, [1, 2, 3]);
-    let doc = &es.documents()[0];
-    assert_eq!(
-        (doc.stream.as_str(), doc.id.as_str(), doc.node),
-        ("logs-gapless-default", "a-1", es.port())
-    );
-    let request = &es.requests()[0];
-    assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
-        ("POST", "/_bulk")
-    );
-    assert_eq!(request.header("content-type"), Some("application/x-ndjson"));
+/// A running agent with an http source `in` and an elasticsearch sink `search`.
+struct Setup {
+    agent: Agent,
+    ingest: Ingest,
+    agent_id: String,
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_create_of_an_id_already_stored_is_a_409_and_the_document_is_kept_once() {
-    let es = cluster().await;
-    Bulk::new().send(&es, &create("a-1", event(1))).await;
-    let body = format!("{}{}", create("a-1", event(1)), create("a-2", event(2)));
-    let (status, answer) = Bulk::new().send(&es, &body).await;
-    assert_eq!(status, 200);
-    assert_eq!(answer["errors"], true);
-    assert_eq!(
-        items(&answer),
-        [
-            (
-                "create".into(),
-                409,
-                Some("version_conflict_engine_exception".into())
-            ),
-            ("create".into(), 201, None),
-        ]
-    );
-    assert_eq!(es.documents().len(), 2);
-    assert_eq!(es.arrivals("a-1").len(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_data_stream_takes_only_creates_and_only_documents_with_a_timestamp() {
-    let es = cluster().await;
-    let body = format!(
-        "{}\n{}\n{}{}",
-        json!({"index": {"_index": "logs-gapless-default", "_id": "i"}}),
-        event(1),
-        create("no-ts", json!({"message": "no timestamp"})),
-        create("ok", event(3)),
-    );
-    let (status, answer) = Bulk::new().send(&es, &body).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        items(&answer),
-        [
-            (
-                "index".into(),
-                400,
-                Some("illegal_argument_exception".into())
-            ),
-            (
-                "create".into(),
-                400,
-                Some("mapper_parsing_exception".into())
-            ),
-            ("create".into(), 201, None),
-        ]
-    );
-    assert!(answer["items"][0]["index"]["error"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("op_type of create"));
-    assert_eq!(es.documents().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn without_valid_credentials_the_answer_is_401_security_exception() {
-    let es = Elastic::start(
-        Settings::default()
-            .api_key(&key())
-            .user("gapless", "secret"),
+/// The sink `search` taking `in`, sending to `endpoints` in batches of `max_events`, with
+/// fast retries; `extra` lines (the `auth`, …) go into its table.
+fn sink(endpoints: &[String], max_events: usize, extra: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+[sinks.search]
+type = "elasticsearch"
+inputs = ["in"]
+endpoints = [{endpoints}]
+batch = {{ max_events = {max_events}, timeout = "100ms" }}
+retry = {{ initial_backoff = "50ms", max_backoff = "500ms" }}
+request_timeout = "2s"
+{extra}
+"#,
+        endpoints = endpoints.join(", ")
     )
-    .await;
-    let body = create("a-1", event(1));
-    for auth in [
-        None,
-        Some("ApiKey d3Jvbmc6a2V5".to_string()),
-        Some("Bearer abc".to_string()),
-        Some("Basic Z2FwbGVzczp3cm9uZw==".to_string()),
-    ] {
-        let (status, answer) = Bulk {
-            auth: auth.clone(),
-            ..Bulk::new()
-        }
-        .send(&es, &body)
+}
+
+async fn start_with(builder: agent::AgentBuilder, sink_text: &str) -> Setup {
+    let port = free_port();
+    let agent = builder
+        .listening_on(port)
+        .config(&format!("{}{sink_text}", http_source("in", port, "")))
+        .start()
         .await;
-        assert_eq!(status, 401, "{auth:?}: {answer}");
-        assert_eq!(answer["status"], 401);
-        assert_eq!(answer["error"]["type"], "security_exception");
+    let agent_id = agent.status_json().await["agent_id"]
+        .as_str()
+        .expect("/status names the agent_id")
+        .to_string();
+    Setup {
+        agent,
+        ingest: Ingest::new(port),
+        agent_id,
+    }
+}
+
+async fn start(endpoints: &[String], max_events: usize, extra: &str) -> Setup {
+    start_with(Agent::builder(), &sink(endpoints, max_events, extra)).await
+}
+
+/// The documents that are events (not gap records), by seq; panics if a seq is stored
+/// twice or under an `_id` other than `<agent_id>-<seq>`.
+fn events_by_seq(es: &Elastic, agent_id: &str) -> BTreeMap<u64, Value> {
+    let mut by_seq = BTreeMap::new();
+    for doc in es.documents() {
+        if doc.source.get("gapless").is_some() {
+            continue;
+        }
+        let seq = doc.source["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a document without a numeric seq: {}", doc.source));
+        assert_eq!(doc.id, format!("{agent_id}-{seq}"), "{}", doc.source);
+        assert_eq!(doc.stream, INDEX);
+        if let Some(earlier) = by_seq.insert(seq, doc.source.clone()) {
+            panic!("seq {seq} is stored twice: {earlier} and {}", doc.source);
+        }
+    }
+    by_seq
+}
+
+/// Waits until `n` events are stored; returns them by seq.
+async fn wait_for_events(es: &Elastic, agent_id: &str, n: usize) -> BTreeMap<u64, Value> {
+    wait_until(DELIVERY, format!("{n} events in the cluster"), async || {
+        es.documents()
+            .iter()
+            .filter(|d| d.source.get("gapless").is_none())
+            .count()
+            >= n
+    })
+    .await;
+    events_by_seq(es, agent_id)
+}
+
+/// Asserts that `lines` are stored exactly once, as seqs `1..=lines.len()`.
+fn assert_stored_once(events: &BTreeMap<u64, Value>, lines: &[String]) {
+    let seqs: Vec<u64> = events.keys().copied().collect();
+    assert_eq!(seqs, (1..=lines.len() as u64).collect::<Vec<_>>());
+    let sources: Vec<Value> = events.values().cloned().collect();
+    check_delivery(lines, &sources).assert_exactly_once();
+}
+
+/// The statuses of every processed arrival of `<agent_id>-<seq>`, in order.
+fn statuses(es: &Elastic, agent_id: &str, seq: u64) -> Vec<u16> {
+    es.arrivals(&format!("{agent_id}-{seq}"))
+        .iter()
+        .filter_map(|i| i.status)
+        .collect()
+}
+
+/// The stored dead-letter notices (`"gapless":"gap"`, `"reason":"dead_letter"`).
+fn notices(es: &Elastic) -> Vec<(String, Value)> {
+    es.documents()
+        .into_iter()
+        .filter(|d| d.source["gapless"] == "gap" && d.source["reason"] == "dead_letter")
+        .map(|d| (d.id, d.source))
+        .collect()
+}
+
+fn dead_letter_files(data_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("dead-letter").join("search")) else {
+        return Vec::new();
+    };
+    entries.map(|e| e.unwrap().path()).collect()
+}
+
+/// Posts NDJSON objects to the http source.
+async fn post_objects(ingest: &Ingest, objects: &[Value]) {
+    let body: String = objects.iter().map(|o| format!("{o}\n")).collect();
+    let answer = ingest
+        .post("application/x-ndjson", &[], body.into_bytes())
+        .await
+        .expect("POST to the http source");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_is_created_once_in_the_data_stream_under_the_agent_id_and_its_seq() {
+    let es = cluster().await;
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let lines = numbered_lines("es once", 0, 50);
+    s.ingest.post_ok(&lines).await;
+    let events = wait_for_events(&es, &s.agent_id, lines.len()).await;
+    assert_stored_once(&events, &lines);
+    for e in events.values() {
+        assert_eq!(e["agent_id"], s.agent_id.as_str(), "{e}");
+        assert!(e["@timestamp"].is_string(), "{e}");
+    }
+    let auth = format!("ApiKey {}", key());
+    for r in es.requests() {
+        assert_eq!(r.method, "POST");
+        assert!(r.path.starts_with("/_bulk"), "{}", r.path);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/x-ndjson")),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(r.header("authorization"), Some(auth.as_str()));
+        assert_eq!(r.status, Some(200));
+        for item in &r.items {
+            assert_eq!(
+                (item.action.as_str(), item.index.as_str()),
+                ("create", INDEX)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_from_a_password_file_is_sent_as_basic_credentials() {
+    let es = Elastic::start(Settings::default().user("gapless", "s3cret-pw")).await;
+    let builder = Agent::builder();
+    let password_file = builder.path("es.password");
+    std::fs::write(&password_file, "s3cret-pw\n").unwrap();
+    let auth = format!(
+        "auth = {{ username = \"gapless\", password_file = {} }}",
+        toml_path(&password_file)
+    );
+    let s = start_with(builder, &sink(&[es.url()], 10, &auth)).await;
+    let lines = numbered_lines("es basic", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
+    let expected = format!("Basic {}", basic_credentials("gapless", "s3cret-pw"));
+    assert!(es
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization") == Some(expected.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_answered_429_are_sent_again_alone_until_stored() {
+    let es = cluster().await;
+    let picked = |seq: u64| seq.is_multiple_of(7);
+    es.reject_items(429, 2, move |d| {
+        d.get("gapless").is_none() && d["seq"].as_u64().is_some_and(picked)
+    });
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let lines = numbered_lines("es item 429", 0, 40);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 40).await, &lines);
+    for seq in 1..=40 {
+        let expected: &[u16] = if picked(seq) {
+            &[429, 429, 201]
+        } else {
+            &[201]
+        };
         assert_eq!(
-            answer["error"]["root_cause"][0]["type"],
-            "security_exception"
+            statuses(&es, &s.agent_id, seq),
+            expected,
+            "seq {seq}: the cluster saw it with these item statuses"
         );
     }
-    assert!(es.documents().is_empty());
-    let basic = format!("Basic {}", basic_credentials("gapless", "secret"));
-    let (status, _) = Bulk {
-        auth: Some(basic),
-        ..Bulk::new()
-    }
-    .send(&es, &body)
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(es.documents().len(), 1);
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_body_must_end_in_a_newline_may_be_gzipped_and_must_fit_max_content_length() {
-    let es = Elastic::start(Settings::default().api_key(&key()).max_content_length(1000)).await;
-    let line = create("a-1", event(1));
-    let (status, answer) = Bulk::new().send(&es, line.trim_end()).await;
-    assert_eq!(status, 400);
-    assert_eq!(answer["error"]["type"], "illegal_argument_exception");
-
-    let gzip = Bulk {
-        gzip: true,
-        ..Bulk::new()
-    };
-    let (status, answer) = gzip.send(&es, &line).await;
-    assert_eq!((status, answer["errors"].clone()), (200, json!(false)));
-
-    // Highly compressible: small on the wire, over the limit once decompressed.
-    let big: String = (2..=20)
-        .map(|s| create(&format!("a-{s}"), event(s)))
-        .collect();
-    assert!(big.len() > 1000);
-    let (status, answer) = gzip.send(&es, &big).await;
-    assert_eq!((status, answer), (413, Value::Null));
-    assert_eq!(es.documents().len(), 1);
-
-    let (status, _) = Bulk {
-        content_type: "text/plain",
-        ..Bulk::new()
-    }
-    .send(&es, &line)
-    .await;
-    assert_eq!(status, 406);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cued_items_get_429_for_their_first_attempts_and_a_long_field_refuses_text() {
+async fn items_the_mapping_refuses_are_dead_lettered_with_a_notice_naming_mapper_parsing_exception()
+{
     let es = cluster().await;
-    es.reject_items(429, 2, |doc| matches!(doc["seq"].as_u64(), Some(2 | 4)));
     es.map_long("code");
-    let mut body: String = (1..=4)
-        .map(|s| create(&format!("a-{s}"), event(s)))
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let bad: BTreeSet<usize> = [5, 17].into();
+    let objects: Vec<Value> = (1..=30)
+        .map(|i| {
+            let code = if bad.contains(&i) {
+                json!("not-a-number")
+            } else {
+                json!(i)
+            };
+            json!({"message": format!("es mapping {i:03}"), "code": code})
+        })
         .collect();
-    let mut typed = event(5);
-    typed["code"] = json!("not a number");
-    body.push_str(&create("a-5", typed));
-    let mut coerced = event(6);
-    coerced["code"] = json!("404");
-    body.push_str(&create("a-6", coerced));
-    let statuses = |answer: &Value| -> Vec<u64> { items(answer).iter().map(|i| i.1).collect() };
-    let (_, first) = Bulk::new().send(&es, &body).await;
-    assert_eq!(statuses(&first), [201, 429, 201, 429, 400, 201]);
-    assert_eq!(
-        items(&first)[1].2.as_deref(),
-        Some("es_rejected_execution_exception")
-    );
-    assert_eq!(
-        items(&first)[4].2.as_deref(),
-        Some("mapper_parsing_exception")
-    );
-    let (_, second) = Bulk::new().send(&es, &body).await;
-    assert_eq!(statuses(&second), [409, 429, 409, 429, 400, 409]);
-    let (_, third) = Bulk::new().send(&es, &body).await;
-    assert_eq!(statuses(&third), [409, 201, 409, 201, 400, 409]);
-    assert_eq!(es.documents().len(), 5);
+    post_objects(&s.ingest, &objects).await;
+    let good = objects.len() - bad.len();
+    wait_until(DELIVERY, "the good events and a notice", async || {
+        events_by_seq(&es, &s.agent_id).len() >= good && !notices(&es).is_empty()
+    })
+    .await;
+    let events = events_by_seq(&es, &s.agent_id);
+    let stored: BTreeSet<&str> = events
+        .values()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for (i, o) in objects.iter().enumerate() {
+        let message = o["message"].as_str().unwrap();
+        assert_eq!(
+            stored.contains(message),
+            !bad.contains(&(i + 1)),
+            "{message}"
+        );
+    }
+    let refused: BTreeSet<u64> = es
+        .requests()
+        .iter()
+        .flat_map(|r| r.items.clone())
+        .filter(|i| i.error.as_deref() == Some("mapper_parsing_exception"))
+        .map(|i| i.source.unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused.len(), bad.len(), "{refused:?}");
+    for seq in &refused {
+        assert_eq!(
+            statuses(&es, &s.agent_id, *seq),
+            [400],
+            "seq {seq} was sent again after a permanent refusal"
+        );
+    }
+    wait_until(SHORT, "notices covering the refused seqs", async || {
+        let notices = notices(&es);
+        refused.iter().all(|seq| {
+            notices.iter().any(|(_, n)| {
+                (n["first_seq"].as_u64()..=n["last_seq"].as_u64()).contains(&Some(*seq))
+            })
+        })
+    })
+    .await;
+    let notices = notices(&es);
+    for (id, n) in &notices {
+        assert_eq!(n["error"], "mapper_parsing_exception", "{n}");
+        assert_eq!(n["status"], 400, "{n}");
+        let (a, z) = (
+            n["first_seq"].as_u64().unwrap(),
+            n["last_seq"].as_u64().unwrap(),
+        );
+        assert_eq!(id, &format!("{}-dead-letter-{a}-{z}", s.agent_id));
+        let file = n["dead_letter_file"].as_str().unwrap();
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(text.contains("not-a-number"), "{file}: {text}");
+    }
+    let noticed: u64 = notices
+        .iter()
+        .map(|(_, n)| n["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(noticed, bad.len() as u64, "{notices:?}");
+    wait_for_status(&s.agent, "the refused events counted", |st| {
+        st["sinks"]["search"]["dead_lettered_events"] == bad.len()
+            && st["sinks"]["search"]["backlog_events"] == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn two_nodes_share_one_store_and_one_can_go_down_alone() {
-    let first = cluster().await;
-    let second = first.join().await;
-    Bulk::new().send(&first, &create("a-1", event(1))).await;
-    let (_, answer) = Bulk::new().send(&second, &create("a-1", event(1))).await;
-    assert_eq!(items(&answer)[0].1, 409);
-    let url = first.url();
-    drop(first);
-    let refused = reqwest::Client::new()
-        .post(format!("{url}/_bulk"))
-        .timeout(SHORT)
-        .send()
-        .await;
-    assert!(
-        refused.as_ref().is_err_and(|e| e.is_connect()),
-        "{refused:?}"
-    );
-    let (status, _) = Bulk::new().send(&second, &create("a-2", event(2))).await;
-    assert_eq!(status, 200);
-    assert_eq!(second.documents().len(), 2);
-    let nodes: Vec<u16> = second.documents().iter().map(|d| d.node).collect();
-    assert_eq!(nodes[1], second.port());
-    assert_ne!(nodes[0], nodes[1]);
-    assert_eq!(
-        second
-            .requests()
-            .iter()
-            .filter(|r| r.node == second.port())
-            .count(),
-        2
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn whole_request_faults_store_nothing_except_an_answer_lost_after_indexing() {
+async fn an_item_answered_409_counts_as_delivered_and_the_stored_document_is_kept() {
     let es = cluster().await;
-    es.script([Fault::Status(429), Fault::Status(503), Fault::AnswerLost]);
-    let body = create("a-1", event(1));
-    let (status, answer) = Bulk::new().send(&es, &body).await;
-    assert_eq!(status, 429);
-    assert_eq!(answer["error"]["type"], "es_rejected_execution_exception");
-    let (status, _) = Bulk::new().send(&es, &body).await;
-    assert_eq!(status, 503);
-    assert!(es.documents().is_empty());
-    let lost = reqwest::Client::new()
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    // An earlier life of this agent stored seqs 1..=5 already.
+    let earlier: String = (1..=5)
+        .map(|seq| {
+            format!(
+                "{}\n{}\n",
+                json!({"create": {"_index": INDEX, "_id": format!("{}-{seq}", s.agent_id)}}),
+                json!({"@timestamp": "2026-11-30T00:00:00Z", "message": "stored earlier", "seq": seq})
+            )
+        })
+        .collect();
+    let answer = reqwest::Client::new()
         .post(format!("{}/_bulk", es.url()))
         .header("content-type", "application/x-ndjson")
         .header("authorization", format!("ApiKey {}", key()))
-        .body(body.clone())
-        .timeout(SHORT)
+        .body(earlier)
         .send()
-        .await;
-    assert!(lost.is_err(), "{lost:?}");
-    assert_eq!(es.documents().len(), 1);
-    let (_, answer) = Bulk::new().send(&es, &body).await;
-    assert_eq!(items(&answer)[0].1, 409);
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let lines = numbered_lines("es 409", 0, 10);
+    s.ingest.post_ok(&lines).await;
+    wait_for_status(&s.agent, "every event delivered", |st| {
+        st["sinks"]["search"]["backlog_events"] == 0
+    })
+    .await;
+    for seq in 1..=10 {
+        let expected: &[u16] = if seq <= 5 { &[409] } else { &[201] };
+        assert_eq!(statuses(&es, &s.agent_id, seq), expected, "seq {seq}");
+    }
+    let events = events_by_seq(&es, &s.agent_id);
+    assert_eq!(events.len(), 10);
+    assert!((1..=5).all(|seq| events[&seq]["message"] == "stored earlier"));
+    let status = s.agent.status_json().await;
+    assert_eq!(status["sinks"]["search"]["dead_lettered_events"], 0);
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reset_or_stalled_request_stores_nothing_and_a_slow_one_is_stored_before_its_answer() {
+async fn whole_requests_answered_429_or_5xx_are_sent_again_until_stored() {
     let es = cluster().await;
-    let body = create("a-1", event(1));
-    es.set_fault(Fault::Reset);
-    let client = reqwest::Client::new();
-    let post = |timeout| {
-        client
-            .post(format!("{}/_bulk", es.url()))
-            .header("content-type", "application/x-ndjson")
-            .header("authorization", format!("ApiKey {}", key()))
-            .body(body.clone())
-            .timeout(timeout)
-            .send()
-    };
-    assert!(post(SHORT).await.is_err());
-    es.set_fault(Fault::Stall);
-    let stalled = post(Duration::from_millis(300)).await;
-    assert!(stalled.is_err_and(|e| e.is_timeout()));
-    assert!(es.documents().is_empty(), "{}", es.summary());
+    es.script([
+        Fault::Status(429),
+        Fault::Status(503),
+        Fault::Status(500),
+        Fault::Status(502),
+    ]);
+    let s = start(&[es.url()], 20, &api_key_auth()).await;
+    let lines = numbered_lines("es whole", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
+    let answered: Vec<Option<u16>> = es.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        answered[..5],
+        [Some(429), Some(503), Some(500), Some(502), Some(200)]
+    );
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}
 
-    es.set_fault(Fault::Slow(Duration::from_secs(2)));
-    let slow = tokio::spawn(post(SHORT));
-    es.wait_for_documents(1, SHORT).await;
-    assert!(!slow.is_finished(), "answered before the delay");
-    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_http_max_content_length_gets_413_and_is_split_until_it_fits() {
+    const LIMIT: usize = 4000;
+    let es = Elastic::start(
+        Settings::default()
+            .api_key(&key())
+            .max_content_length(LIMIT),
+    )
+    .await;
+    let s = start(&[es.url()], 50, &api_key_auth()).await;
+    let lines = numbered_lines("es split", 0, 50);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 50).await, &lines);
+    let requests = es.requests();
+    assert!(
+        requests.iter().any(|r| r.status == Some(413)),
+        "no request was over the limit; {}",
+        es.summary()
+    );
+    for r in requests.iter().filter(|r| r.status == Some(200)) {
+        assert!(r.body_bytes <= LIMIT, "{} bytes", r.body_bytes);
+    }
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_first_endpoint_down_every_event_arrives_through_the_second() {
+    let es = cluster().await;
+    let second = es.join().await;
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let s = start(&[down, second.url()], 10, &api_key_auth()).await;
+    let lines = numbered_lines("es failover", 0, 30);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 30).await, &lines);
+    assert!(es.documents().iter().all(|d| d.node == second.port()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_going_down_mid_stream_is_failed_over_to_the_other() {
+    let first = cluster().await;
+    let second = first.join().await;
+    let s = start(&[first.url(), second.url()], 10, &api_key_auth()).await;
+    let before = numbered_lines("es before", 0, 20);
+    s.ingest.post_ok(&before).await;
+    wait_for_events(&second, &s.agent_id, 20).await;
+    drop(first);
+    let after = numbered_lines("es after", 0, 20);
+    s.ingest.post_ok(&after).await;
+    let all: Vec<String> = before.into_iter().chain(after).collect();
+    assert_stored_once(&wait_for_events(&second, &s.agent_id, 40).await, &all);
+}
+
+// Crash: SIGKILL while the cluster holds a batch it has already stored (slow answers, and
+// answers lost after indexing), so that the restarted agent sends stored batches again.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
+    const KILLS: usize = 8;
+    let es = cluster().await;
+    es.set_fault(Fault::Slow(Duration::from_millis(200)));
+    let mut s = start(&[es.url()], 50, &api_key_auth()).await;
+    let lines = numbered_lines("es kill9", 0, 1500);
+    s.ingest.post_ok(&lines).await;
+    for kill in 0..KILLS {
+        let seen = es.requests().len();
+        if kill % 2 == 0 {
+            es.script([Fault::AnswerLost]);
+        }
+        // A batch stored by the cluster whose answer the agent has not read yet.
+        wait_until(DELIVERY, "a stored batch awaiting its answer", async || {
+            es.requests()
+                .iter()
+                .skip(seen)
+                .any(|r| r.status.is_none() && r.items.iter().any(|i| i.status == Some(201)))
+        })
+        .await;
+        s.agent.kill9();
+        eprintln!("kill {kill}: {}", es.summary());
+        s.agent.restart().await;
+    }
+    es.set_fault(Fault::None);
+    let events = wait_for_events(&es, &s.agent_id, lines.len()).await;
+    assert_stored_once(&events, &lines);
+    let conflicts = es
+        .requests()
+        .iter()
+        .flat_map(|r| r.items.clone())
+        .filter(|i| i.status == Some(409))
+        .count();
+    assert!(
+        conflicts > 0,
+        "no stored batch was sent again, so de-duplication went untested"
+    );
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_key_never_appears_in_the_agents_output_even_while_it_is_refused() {
+    // The cluster does not know the agent's key yet: every request is answered 401.
+    let es = Elastic::start(Settings::default().api_key(&encoded_api_key("other", "key"))).await;
+    let builder = Agent::builder().env("GAPLESS_LOG", "debug");
+    let key_file = builder.path("es.key");
+    std::fs::write(&key_file, format!("{}\n", key())).unwrap();
+    let auth = format!(
+        "auth = {{ api_key_file = {} }}\nalert_after = \"1s\"",
+        toml_path(&key_file)
+    );
+    let s = start_with(builder, &sink(&[es.url()], 10, &auth)).await;
+    let lines = numbered_lines("es secret", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    wait_until(SHORT, "three requests refused with 401", async || {
+        es.requests()
+            .iter()
+            .filter(|r| r.status == Some(401))
+            .count()
+            >= 3
+    })
+    .await;
+    let health = s.agent.api_get("/health/delivery").await;
+    let status = s.agent.api_get("/status").await;
+    let metrics = s.agent.metrics_text().await;
+
+    es.accept_api_key(&key());
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+    let secret = key();
+    for (what, text) in [
+        ("stderr", s.agent.stderr_text()),
+        ("stdout", s.agent.stdout_text()),
+        ("/health/delivery", health.1),
+        ("/status", status.1),
+        ("/metrics", metrics),
+        ("/status after", s.agent.api_get("/status").await.1),
+    ] {
+        assert!(
+            !text.contains(&secret) && !text.contains("k3y-s3cr3t"),
+            "the api key appears in the agent's {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_request_refused_with_400_is_dead_lettered_and_the_rest_delivered() {
+    let es = cluster().await;
+    es.script([Fault::Status(400)]);
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let lines = numbered_lines("es 400", 0, 30);
+    s.ingest.post_ok(&lines).await;
+    wait_until(DELIVERY, "the first request answered", async || {
+        es.requests().first().is_some_and(|r| r.status.is_some())
+    })
+    .await;
+    let first = es.requests()[0].clone();
+    assert_eq!(first.status, Some(400));
+    let refused: BTreeSet<u64> = first
+        .items
+        .iter()
+        .map(|i| i.source.as_ref().unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!refused.is_empty());
+    let delivered = lines.len() - refused.len();
+    wait_until(DELIVERY, "the rest delivered and a notice", async || {
+        events_by_seq(&es, &s.agent_id).len() >= delivered && !notices(&es).is_empty()
+    })
+    .await;
+    let events = events_by_seq(&es, &s.agent_id);
+    assert!(refused.iter().all(|seq| !events.contains_key(seq)));
+    assert_eq!(events.len(), delivered);
+    let notices = notices(&es);
+    assert_eq!(notices[0].1["status"], 400, "{:?}", notices);
+    assert!(!dead_letter_files(s.agent.data_dir()).is_empty());
+}
+
+#[test]
+fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gapless.toml");
+    for endpoints in ["", "endpoints = []"] {
+        let text = format!(
+            "data_dir = {}\n{}\n[sinks.search]\ntype = \"elasticsearch\"\ninputs = [\"in\"]\n{endpoints}\n{}\n",
+            toml_path(&dir.path().join("data")),
+            http_source("in", free_port(), ""),
+            api_key_auth()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let (status, _, stderr) = run_command(&[
+            OsStr::new("validate"),
+            OsStr::new("--config"),
+            path.as_os_str(),
+        ]);
+        assert!(
+            !status.success(),
+            "validate accepted an elasticsearch sink with {endpoints:?}"
+        );
+        assert!(
+            stderr.contains("endpoints"),
+            "validate's error should name the key endpoints; stderr: {stderr}"
+        );
+    }
 }

@@ -170,6 +170,8 @@ pub struct BulkRequest {
     pub path: String,
     /// Headers, names in lower case.
     pub headers: BTreeMap<String, String>,
+    /// The size of its body after decompression.
+    pub body_bytes: usize,
     /// The whole request's status (`None`: reset or stalled).
     pub status: Option<u16>,
     /// Its actions, in order (empty if the body could not be read).
@@ -210,7 +212,7 @@ struct Rejection {
 
 /// What all nodes share.
 struct Cluster {
-    settings: Settings,
+    settings: Mutex<Settings>,
     data: Mutex<Data>,
 }
 
@@ -252,7 +254,7 @@ impl Elastic {
     /// The first node of a new cluster.
     pub async fn start(settings: Settings) -> Elastic {
         let cluster = Arc::new(Cluster {
-            settings,
+            settings: Mutex::new(settings),
             data: Mutex::new(Data::default()),
         });
         Self::bind(cluster).await
@@ -296,6 +298,17 @@ impl Elastic {
     /// The next requests to this node are answered by these faults, one each.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.node.script.lock().unwrap().extend(faults);
+    }
+
+    /// From now on also accepts `Authorization: ApiKey <encoded>`, as after the key was
+    /// created (turning security on if it was off).
+    pub fn accept_api_key(&self, encoded: &str) {
+        self.cluster
+            .settings
+            .lock()
+            .unwrap()
+            .api_keys
+            .push(encoded.to_string());
     }
 
     /// Items whose document satisfies `pick` fail with item status `status` (429:
@@ -426,6 +439,7 @@ async fn serve(stream: TcpStream, port: u16, cluster: Arc<Cluster>, node: Arc<No
                 method: raw.method.clone(),
                 path: raw.path.clone(),
                 headers: raw.headers.clone(),
+                body_bytes: 0,
                 status: None,
                 items: Vec::new(),
             });
@@ -464,12 +478,14 @@ async fn serve(stream: TcpStream, port: u16, cluster: Arc<Cluster>, node: Arc<No
 /// the order a node checks: body size (the HTTP layer), route, credentials, content type,
 /// then the bulk body.
 fn handle(cluster: &Cluster, port: u16, index: usize, raw: &RawRequest, fault: &Fault) -> Answer {
-    let settings = &cluster.settings;
+    let settings = cluster.settings.lock().unwrap().clone();
+    let settings = &settings;
     let path = raw.path.split('?').next().unwrap_or_default();
     let body = match decompressed(&raw.headers, &raw.body) {
         Ok(body) => body,
         Err(reason) => return error(400, "parse_exception", &reason),
     };
+    cluster.data.lock().unwrap().requests[index].body_bytes = body.len();
     if body.len() > settings.max_content_length {
         return Answer {
             status: 413,
