@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::agent::{run_command, wait_for_status};
+use crate::harness::agent::{run_command, run_command_async, wait_for_status};
 use crate::harness::platforms::elastic::{
     basic_credentials, encoded_api_key, Elastic, Fault, Settings,
 };
@@ -633,4 +633,109 @@ fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
             "validate's error should name the key endpoints; stderr: {stderr}"
         );
     }
+}
+
+// ECS-formatted logs carry their own `@timestamp` (and may carry `agent_id`): written next to
+// the agent's, the key would appear twice, which Elasticsearch refuses for the whole document.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_own_timestamp_and_agent_id_do_not_clash_with_the_agents() {
+    let es = cluster().await;
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let objects: Vec<Value> = (1..=5)
+        .map(|i| {
+            json!({"@timestamp": "2020-01-02T03:04:05.678Z", "agent_id": "forged",
+                   "message": format!("es ecs {i}"), "log": {"level": "info"}})
+        })
+        .collect();
+    post_objects(&s.ingest, &objects).await;
+    wait_for_status(&s.agent, "every event sent", |st| {
+        st["sinks"]["search"]["backlog_events"] == 0
+    })
+    .await;
+    let refused: Vec<_> = es
+        .requests()
+        .iter()
+        .flat_map(|r| r.items.clone())
+        .filter(|i| i.error.is_some())
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    let events = events_by_seq(&es, &s.agent_id);
+    assert_eq!(events.len(), 5);
+    for e in events.values() {
+        assert_eq!(e["agent_id"], s.agent_id.as_str(), "{e}");
+        let kept = e.to_string();
+        assert!(
+            kept.contains("2020-01-02T03:04:05.678Z") && kept.contains("forged"),
+            "the client's own values were lost: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_lettered_items_are_replayed_on_demand_under_their_own_ids() {
+    let es = cluster().await;
+    let refused = [3, 8];
+    es.reject_items(400, 1, move |d| {
+        d.get("gapless").is_none() && d["seq"].as_u64().is_some_and(|s| refused.contains(&s))
+    });
+    let s = start(&[es.url()], 10, &api_key_auth()).await;
+    let lines = numbered_lines("es replay", 0, 10);
+    s.ingest.post_ok(&lines).await;
+    wait_for_status(&s.agent, "two events dead-lettered", |st| {
+        st["sinks"]["search"]["dead_lettered_events"] == 2
+            && st["sinks"]["search"]["backlog_events"] == 0
+    })
+    .await;
+    assert_eq!(events_by_seq(&es, &s.agent_id).len(), 8);
+
+    let (status, stdout, stderr) = run_command_async(&[
+        "dead-letter".as_ref(),
+        "replay".as_ref(),
+        "--sink".as_ref(),
+        "search".as_ref(),
+        "--config".as_ref(),
+        s.agent.config_path().as_os_str(),
+    ])
+    .await;
+    assert!(
+        status.success(),
+        "dead-letter replay exited {status}; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_stored_once(&events_by_seq(&es, &s.agent_id), &lines);
+    for seq in refused {
+        assert_eq!(statuses(&es, &s.agent_id, seq), [400, 201], "seq {seq}");
+    }
+    assert!(
+        dead_letter_files(s.agent.data_dir()).is_empty(),
+        "{:?}",
+        dead_letter_files(s.agent.data_dir())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_event_larger_than_http_max_content_length_is_dead_lettered_and_the_rest_delivered() {
+    let es = Elastic::start(Settings::default().api_key(&key()).max_content_length(3000)).await;
+    let s = start(&[es.url()], 20, &api_key_auth()).await;
+    let mut lines = numbered_lines("es huge", 0, 20);
+    lines[9] = format!("es huge {}", "x".repeat(4000));
+    s.ingest.post_ok(&lines).await;
+    wait_until(DELIVERY, "19 events and a notice", async || {
+        events_by_seq(&es, &s.agent_id).len() >= 19 && !notices(&es).is_empty()
+    })
+    .await;
+    let events = events_by_seq(&es, &s.agent_id);
+    assert!(!events.contains_key(&10), "the huge event was stored");
+    assert_eq!(events.len(), 19);
+    let notices = notices(&es);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let n = &notices[0].1;
+    assert_eq!(
+        (
+            n["first_seq"].as_u64(),
+            n["last_seq"].as_u64(),
+            n["status"].as_u64()
+        ),
+        (Some(10), Some(10), Some(413)),
+        "{n}"
+    );
 }

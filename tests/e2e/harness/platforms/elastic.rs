@@ -21,6 +21,10 @@
 //!   `.ds-<stream>-<yyyy.mm.dd>-000001`, which is the `_index` of the answer.
 //!   `docs/reference/data-streams/use-a-data-stream.asciidoc`;
 //!   <https://www.elastic.co/docs/api/elasticsearch-serverless/operation/operation-bulk>.
+//! - A document repeating a key in one object fails to parse (item 400
+//!   `mapper_parsing_exception`, "Duplicate field"): "Elasticsearch 6.0.0 enforces that all
+//!   keys are unique"
+//!   (<https://www.elastic.co/guide/en/elasticsearch/reference/6.0/breaking_60_rest_changes.html>).
 //! - `create` of an `_id` the stream holds is item 409 `version_conflict_engine_exception`
 //!   (the document is not touched): a resend with the same `_id`s de-duplicates. Without
 //!   `_id` a fresh one is generated. (Not modelled: after a rollover the same `_id` would

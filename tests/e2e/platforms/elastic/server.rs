@@ -167,7 +167,7 @@ async fn a_create_of_an_id_already_stored_is_a_409_and_the_document_is_kept_once
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_data_stream_takes_only_creates_and_only_documents_with_a_timestamp() {
+async fn a_data_stream_takes_only_creates_and_only_documents_with_one_timestamp() {
     let es = cluster().await;
     let body = format!(
         "{}\n{}\n{}{}",
@@ -193,6 +193,24 @@ async fn a_data_stream_takes_only_creates_and_only_documents_with_a_timestamp() 
             ),
             ("create".into(), 201, None),
         ]
+    );
+    let (_, dup) = Bulk::new()
+        .send(
+            &es,
+            &format!(
+                "{}\n{}\n",
+                json!({"create": {"_index": "logs-gapless-default", "_id": "dup"}}),
+                r#"{"@timestamp":"2026-11-26T14:54:09Z","@timestamp":"2026-11-26T14:54:10Z"}"#
+            ),
+        )
+        .await;
+    assert_eq!(
+        items(&dup),
+        [(
+            "create".into(),
+            400,
+            Some("mapper_parsing_exception".into())
+        )]
     );
     assert!(answer["items"][0]["index"]["error"]["reason"]
         .as_str()

@@ -5,7 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{json, Map, Number, Value};
 
 use super::wire::{error, Answer};
 use super::{Data, Document, Item};
@@ -83,10 +84,14 @@ pub(super) fn parse_bulk(body: &[u8], path_index: Option<&str>) -> Result<Vec<Ac
                     "The bulk request must be terminated by a newline [\\n]",
                 )
             })?;
-            match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(map)) => (Some(Value::Object(map.clone())), Ok(map)),
-                Ok(other) => (Some(other), Err("expected an object".to_string())),
-                Err(e) => (Some(Value::String(line.to_string())), Err(e.to_string())),
+            match serde_json::from_str::<Strict>(line) {
+                Ok(Strict(Value::Object(map))) => (Some(Value::Object(map.clone())), Ok(map)),
+                Ok(Strict(other)) => (Some(other), Err("expected an object".to_string())),
+                // Still recorded as sent, for the test to see which event it was.
+                Err(e) => (
+                    Some(serde_json::from_str(line).unwrap_or(Value::String(line.to_string()))),
+                    Err(e.to_string()),
+                ),
             }
         };
         actions.push(Action {
@@ -255,6 +260,7 @@ fn item_error_type(status: u16) -> &'static str {
         429 => "es_rejected_execution_exception",
         503 => "unavailable_shards_exception",
         409 => "version_conflict_engine_exception",
+        400 => "mapper_parsing_exception",
         s if s >= 500 => "exception",
         _ => "illegal_argument_exception",
     }
@@ -289,4 +295,70 @@ fn backing_index(stream: &str) -> String {
 /// A generated `_id`: 20 URL-safe characters, unique within the cluster.
 fn auto_id(seq_no: u64) -> String {
     format!("auto{seq_no:016}")
+}
+
+/// A document parsed as the server parses it: a key repeated in one object is an error
+/// ("Duplicate field"), as Jackson's strict duplicate detection, on since 6.0, makes it.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(v.into())))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(v.into())))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(
+            Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(A::Error::custom(format!("Duplicate field '{key}'")));
+            }
+            let Strict(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Strict(Value::Object(object)))
+    }
 }
