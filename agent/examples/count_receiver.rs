@@ -52,7 +52,11 @@ async fn ingest(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) -
     let Some(plain) = plain(&headers, body) else {
         return "bad gzip";
     };
-    add(&c, memchr::memchr_iter(b'\n', &plain).count() as u64, plain.len());
+    add(
+        &c,
+        memchr::memchr_iter(b'\n', &plain).count() as u64,
+        plain.len(),
+    );
     "ok"
 }
 
@@ -73,7 +77,11 @@ async fn hec(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) -> &
     let Some(plain) = plain(&headers, body) else {
         return r#"{"text":"Invalid data format","code":6}"#;
     };
-    add(&c, memchr::memchr_iter(b'\n', &plain).count() as u64, plain.len());
+    add(
+        &c,
+        memchr::memchr_iter(b'\n', &plain).count() as u64,
+        plain.len(),
+    );
     r#"{"text":"Success","code":0}"#
 }
 
@@ -81,7 +89,11 @@ async fn bulk(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) -> 
     let Some(plain) = plain(&headers, body) else {
         return "bad gzip";
     };
-    add(&c, memchr::memchr_iter(b'\n', &plain).count() as u64 / 2, plain.len());
+    add(
+        &c,
+        memchr::memchr_iter(b'\n', &plain).count() as u64 / 2,
+        plain.len(),
+    );
     r#"{"took":1,"errors":false,"items":[]}"#
 }
 
@@ -102,10 +114,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/ingest", post(ingest))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route(
-            "/dataCollectionRules/{dcr}/streams/{stream}",
-            post(azure),
-        )
+        .route("/dataCollectionRules/{dcr}/streams/{stream}", post(azure))
         .route("/services/collector/event", post(hec))
         .route("/_bulk", post(bulk))
         .route("/count", get(count))
