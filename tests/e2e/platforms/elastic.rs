@@ -129,6 +129,41 @@ fn assert_stored_once(events: &BTreeMap<u64, Value>, lines: &[String]) {
     check_delivery(lines, &sources).assert_exactly_once();
 }
 
+/// The README's hole query (`packaging/elasticsearch/holes.esql`) run over the stored
+/// documents: for this agent, every seq from the lowest to the highest is covered exactly
+/// once, by an event or by a gap record's `first_seq..=last_seq`. Panics naming the holes and
+/// the seqs covered twice.
+fn assert_seqs_covered_once(es: &Elastic, agent_id: &str) {
+    let mut covered: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for doc in es.documents() {
+        let d = &doc.source;
+        let (Some(seq), true) = (d["seq"].as_u64(), d["agent_id"] == agent_id) else {
+            continue;
+        };
+        let (lo, hi) = match (
+            d["gapless"].as_str(),
+            d["first_seq"].as_u64(),
+            d["last_seq"].as_u64(),
+        ) {
+            (Some("gap"), Some(a), Some(z)) => (a.min(seq), z.max(seq)),
+            _ => (seq, seq),
+        };
+        for s in lo..=hi {
+            covered.entry(s).or_default().push(doc.id.clone());
+        }
+    }
+    let (Some(&lo), Some(&hi)) = (covered.keys().next(), covered.keys().last()) else {
+        return;
+    };
+    let holes: Vec<u64> = (lo..=hi).filter(|s| !covered.contains_key(s)).collect();
+    let twice: Vec<(&u64, &Vec<String>)> =
+        covered.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(
+        holes.is_empty() && twice.is_empty(),
+        "the hole query would miscount seqs {lo}..={hi}: holes {holes:?}, covered twice {twice:?}"
+    );
+}
+
 /// The statuses of every processed arrival of `<agent_id>-<seq>`, in order.
 fn statuses(es: &Elastic, agent_id: &str, seq: u64) -> Vec<u16> {
     es.arrivals(&format!("{agent_id}-{seq}"))

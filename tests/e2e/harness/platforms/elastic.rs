@@ -316,8 +316,10 @@ impl Elastic {
     }
 
     /// Items whose document satisfies `pick` fail with item status `status` (429:
-    /// `es_rejected_execution_exception`) for their first `attempts` arrivals, counted per
-    /// `_id`; later arrivals are indexed.
+    /// `es_rejected_execution_exception`, 503: `unavailable_shards_exception`, 400:
+    /// `mapper_parsing_exception`, 403: `security_exception`, the key lacking privileges on
+    /// the index) for their first `attempts` arrivals, counted per `_id`; later arrivals are
+    /// indexed.
     pub fn reject_items(
         &self,
         status: u16,

@@ -271,6 +271,7 @@ async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
         conflicts > 0,
         "no stored batch was sent again, so de-duplication went untested"
     );
+    assert_seqs_covered_once(&es, &s.agent_id);
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
 }
 

@@ -261,6 +261,7 @@ fn item_error_type(status: u16) -> &'static str {
         503 => "unavailable_shards_exception",
         409 => "version_conflict_engine_exception",
         400 => "mapper_parsing_exception",
+        403 => "security_exception",
         s if s >= 500 => "exception",
         _ => "illegal_argument_exception",
     }
@@ -270,6 +271,7 @@ fn item_error_reason(status: u16) -> String {
     match status {
         429 => "rejected execution of coordinating operation [coordinating_and_primary_bytes=104857600, replica_bytes=0, all_bytes=104857600, coordinating_operation_bytes=2048, max_coordinating_and_primary_bytes=104857600]".into(),
         503 => "[.ds-index][0] primary shard is not active Timeout: [1m]".into(),
+        403 => "action [indices:data/write/bulk[s]] is unauthorized for API key id [gapless-e2e] of user [gapless] on indices [logs-gapless-default], this action is granted by the index privileges [create_doc,create,index,write,all]".into(),
         s => format!("the test cluster fails this item with {s}"),
     }
 }
