@@ -103,3 +103,28 @@ fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_api_key_file_takes_effect_without_a_restart() {
+    let rotated = encoded_api_key("gapless-e2e-2", "r0tated");
+    // The old key was invalidated: only the new one is accepted.
+    let es = Elastic::start(Settings::default().api_key(&rotated)).await;
+    let builder = Agent::builder();
+    let key_file = builder.path("es.key");
+    std::fs::write(&key_file, key()).unwrap();
+    let auth = format!("auth = {{ api_key_file = {} }}", toml_path(&key_file));
+    let s = start_with(builder, &sink(&[es.url()], 10, &auth)).await;
+    let lines = numbered_lines("es rotated", 0, 10);
+    s.ingest.post_ok(&lines).await;
+    wait_until(SHORT, "two requests refused with 401", async || {
+        es.requests()
+            .iter()
+            .filter(|r| r.status == Some(401))
+            .count()
+            >= 2
+    })
+    .await;
+    std::fs::write(&key_file, format!("{rotated}\n")).unwrap();
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 10).await, &lines);
+    assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}

@@ -310,3 +310,21 @@ async fn a_clients_own_timestamp_and_agent_id_do_not_clash_with_the_agents() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_compression_none_the_body_goes_out_plain() {
+    let es = cluster().await;
+    let s = start(
+        &[es.url()],
+        10,
+        &format!("{}\ncompression = \"none\"", api_key_auth()),
+    )
+    .await;
+    let lines = numbered_lines("es plain", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
+    assert!(es
+        .requests()
+        .iter()
+        .all(|r| r.header("content-encoding").is_none()));
+}
