@@ -89,12 +89,12 @@ async fn start(endpoints: &[String], max_events: usize, extra: &str) -> Setup {
     start_with(Agent::builder(), &sink(endpoints, max_events, extra)).await
 }
 
-/// The documents that are events (not gap records), by seq; panics if a seq is stored
-/// twice or under an `_id` other than `<agent_id>-<seq>`.
+/// The documents of this agent that are events (not gap records), by seq; panics if a seq
+/// is stored twice or under an `_id` other than `<agent_id>-<seq>`.
 fn events_by_seq(es: &Elastic, agent_id: &str) -> BTreeMap<u64, Value> {
     let mut by_seq = BTreeMap::new();
     for doc in es.documents() {
-        if doc.source.get("gapless").is_some() {
+        if doc.source.get("gapless").is_some() || doc.source["agent_id"] != agent_id {
             continue;
         }
         let seq = doc.source["seq"]

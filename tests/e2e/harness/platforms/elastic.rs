@@ -52,8 +52,9 @@
 //! [`Elastic::map_long`] maps a field as `long`, so that a document with a non-numeric
 //! value there gets 400 `mapper_parsing_exception`, as a mapping would.
 //!
-//! Not implemented: TLS, `filter_path` (the answer is always complete, a superset of any
-//! filtered one), `pipeline`, `refresh`, `routing`.
+//! HTTPS with a given certificate ([`Elastic::start_tls`]), as a node with
+//! `xpack.security.http.ssl` on. Not implemented: `filter_path` (the answer is always
+//! complete, a superset of any filtered one), `pipeline`, `refresh`, `routing`.
 
 mod bulk;
 mod wire;
@@ -64,10 +65,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
+use crate::harness::certs::ServerCert;
 use crate::harness::http1::{read_request, RawRequest};
 use bulk::parse_bulk;
 use wire::{base64, decompressed, error, whole_request_error, write_answer, Answer};
@@ -217,6 +220,8 @@ struct Rejection {
 /// What all nodes share.
 struct Cluster {
     settings: Mutex<Settings>,
+    /// HTTPS, if the cluster was started with a certificate.
+    tls: Option<TlsAcceptor>,
     data: Mutex<Data>,
 }
 
@@ -257,8 +262,26 @@ pub struct Elastic {
 impl Elastic {
     /// The first node of a new cluster.
     pub async fn start(settings: Settings) -> Elastic {
+        Self::start_cluster(settings, None).await
+    }
+
+    /// The first node of a new cluster whose nodes all speak HTTPS, presenting `cert`.
+    pub async fn start_tls(settings: Settings, cert: &ServerCert) -> Elastic {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
+        .expect("a TLS server config");
+        Self::start_cluster(settings, Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_cluster(settings: Settings, tls: Option<TlsAcceptor>) -> Elastic {
         let cluster = Arc::new(Cluster {
             settings: Mutex::new(settings),
+            tls,
             data: Mutex::new(Data::default()),
         });
         Self::bind(cluster).await
@@ -286,7 +309,12 @@ impl Elastic {
 
     /// `http://127.0.0.1:<port>`, an entry of the sink's `endpoints`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cluster.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// This node's port.
@@ -421,9 +449,20 @@ async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, node: Arc<Nod
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
-                // Dropping the socket then sends RST rather than FIN: a real reset.
-                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
-                connections.spawn(serve(tcp, port, cluster.clone(), node.clone()));
+                // Dropping the socket then sends RST rather than FIN: a real reset. The
+                // duplicate of the socket turns that off again for a graceful close.
+                let socket = socket2::SockRef::from(&tcp);
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                let Ok(socket) = socket.try_clone() else { continue };
+                let (cluster, node) = (cluster.clone(), node.clone());
+                match cluster.tls.clone() {
+                    Some(acceptor) => connections.spawn(async move {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            serve(stream, socket, port, cluster, node).await;
+                        }
+                    }),
+                    None => connections.spawn(serve(tcp, socket, port, cluster, node)),
+                };
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -431,7 +470,13 @@ async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, node: Arc<Nod
 }
 
 /// Serves the requests of one connection until the client closes it or a fault ends it.
-async fn serve(stream: TcpStream, port: u16, cluster: Arc<Cluster>, node: Arc<Node>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    socket: socket2::Socket,
+    port: u16,
+    cluster: Arc<Cluster>,
+    node: Arc<Node>,
+) {
     let mut conn = BufReader::new(stream);
     loop {
         let Ok(Some(raw)) = read_request(&mut conn).await else {
@@ -473,7 +518,7 @@ async fn serve(stream: TcpStream, port: u16, cluster: Arc<Cluster>, node: Arc<No
         }
         if answer.close {
             // A graceful close, so that the client reads the answer before the end.
-            let _ = socket2::SockRef::from(conn.get_ref()).set_linger(None);
+            let _ = socket.set_linger(None);
             let _ = conn.get_mut().shutdown().await;
             return;
         }

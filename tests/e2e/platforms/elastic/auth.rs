@@ -3,6 +3,7 @@
 //! `validate` refusing a sink without `endpoints`.
 
 use super::*;
+use crate::harness::certs::Pki;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_from_a_password_file_is_sent_as_basic_credentials_into_the_configured_index() {
@@ -127,4 +128,35 @@ async fn a_rotated_api_key_file_takes_effect_without_a_restart() {
     std::fs::write(&key_file, format!("{rotated}\n")).unwrap();
     assert_stored_once(&wait_for_events(&es, &s.agent_id, 10).await, &lines);
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_nodes_are_trusted_through_tls_ca_file_and_refused_without_it() {
+    let pki = Pki::new();
+    let es = Elastic::start_tls(Settings::default().api_key(&key()), &pki.server).await;
+    let second = es.join().await;
+    assert!(es.url().starts_with("https://"));
+    let builder = Agent::builder();
+    let ca = pki.write_ca(&builder.path(""));
+    let tls = format!(
+        "{}\ntls = {{ ca_file = {} }}",
+        api_key_auth(),
+        toml_path(&ca)
+    );
+    let s = start_with(builder, &sink(&[es.url(), second.url()], 10, &tls)).await;
+    let lines = numbered_lines("es https", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
+
+    let untrusting = start(&[second.url()], 10, &api_key_auth()).await;
+    untrusting.ingest.post_ok(&lines).await;
+    let status = wait_for_status(&untrusting.agent, "a last_error for the sink", |st| {
+        st["sinks"]["search"]["last_error"].is_string()
+    })
+    .await;
+    assert!(
+        events_by_seq(&es, &untrusting.agent_id).is_empty(),
+        "delivered to a node whose certificate is not trusted"
+    );
+    assert_eq!(status["sinks"]["search"]["dead_lettered_events"], 0);
 }

@@ -82,7 +82,7 @@ async fn an_item_answered_409_counts_as_delivered_and_the_stored_document_is_kep
             format!(
                 "{}\n{}\n",
                 json!({"create": {"_index": INDEX, "_id": format!("{}-{seq}", s.agent_id)}}),
-                json!({"@timestamp": "2026-11-30T00:00:00Z", "message": "stored earlier", "seq": seq})
+                json!({"@timestamp": "2026-11-30T00:00:00Z", "agent_id": s.agent_id, "message": "stored earlier", "seq": seq})
             )
         })
         .collect();
