@@ -328,3 +328,102 @@ async fn with_compression_none_the_body_goes_out_plain() {
         .iter()
         .all(|r| r.header("content-encoding").is_none()));
 }
+
+// A heartbeat carries the agent id itself: written next to the agent's, the key would
+// appear twice and the document be refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_are_stored_under_their_own_seq_and_keep_the_hole_query_exact() {
+    let es = cluster().await;
+    let s = start_with(
+        Agent::builder(),
+        &format!(
+            "{}\n[sources.hb]\ntype = \"heartbeat\"\ninterval = \"200ms\"\n",
+            sink(&[es.url()], 10, &api_key_auth())
+        ),
+    )
+    .await;
+    let lines = numbered_lines("es heartbeat", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    let heartbeats = || -> Vec<Document> {
+        es.documents()
+            .into_iter()
+            .filter(|d| d.source["gapless"] == "heartbeat")
+            .collect()
+    };
+    wait_until(DELIVERY, "two heartbeats and the events", async || {
+        heartbeats().len() >= 2 && events_by_seq(&es, &s.agent_id).len() >= 20
+    })
+    .await;
+    let refused: Vec<_> = es
+        .requests()
+        .iter()
+        .flat_map(|r| r.items.clone())
+        .filter(|i| i.error.is_some())
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    for hb in heartbeats() {
+        let seq = hb.source["seq"].as_u64().expect("a heartbeat has a seq");
+        assert_eq!(hb.id, format!("{}-{seq}", s.agent_id));
+        assert_eq!(hb.source["agent_id"], s.agent_id.as_str());
+    }
+    assert_seqs_covered_once(&es, &s.agent_id);
+}
+
+// The README's hole query counts, per agent, the seqs covered by events and gap records
+// between the lowest and the highest: it is exact only if nothing is covered twice. After a
+// `drop_oldest` overflow the stream holds a gap record for what the WAL lost.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "agent bug: after a drop_oldest overflow the stored gap records overlap (the sink's \
+            1501..=7507 and the WAL's 3501..=4000, 4001..=4501, …) and the WAL's sit at seqs far \
+            past their ranges (8008 for 3501..=4000), so packaging/elasticsearch/holes.esql \
+            counts seqs 3501..=11514 twice, says missing = -36063, and its WHERE missing > 0 \
+            hides the agent for good"]
+async fn after_a_wal_overflow_the_hole_query_counts_every_seq_once() {
+    let es = cluster().await;
+    es.set_fault(Fault::Status(503));
+    let s = start_with(
+        Agent::builder(),
+        &format!(
+            "[wal]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"64KiB\"\nwhen_full = \"drop_oldest\"\n{}",
+            sink(&[es.url()], 500, &api_key_auth())
+        ),
+    )
+    .await;
+    // About 3 MiB of events into a 1 MiB WAL while nothing can be delivered.
+    let lines = numbered_lines("es drop-oldest", 0, 12_000);
+    for chunk in lines.chunks(500) {
+        s.ingest.post_ok(chunk).await;
+    }
+    wait_for_status(&s.agent, "the WAL dropping its oldest records", |st| {
+        st["wal"]["dropped_oldest_records"].as_u64() > Some(0)
+    })
+    .await;
+    es.set_fault(Fault::None);
+    wait_until(DELIVERY, "the last line stored", async || {
+        events_by_seq(&es, &s.agent_id)
+            .values()
+            .any(|e| e["message"] == lines.last().unwrap().as_str())
+    })
+    .await;
+    wait_for_status(&s.agent, "an empty backlog", |st| {
+        st["sinks"]["search"]["backlog_events"] == 0
+    })
+    .await;
+    let gaps: Vec<Value> = es
+        .sources()
+        .into_iter()
+        .filter(|d| d["gapless"] == "gap")
+        .collect();
+    assert!(!gaps.is_empty(), "no gap record was stored");
+    let summary: Vec<String> = gaps
+        .iter()
+        .map(|g| {
+            format!(
+                "seq {} covers {}..={} ({} events, {})",
+                g["seq"], g["first_seq"], g["last_seq"], g["events"], g["reason"]
+            )
+        })
+        .collect();
+    eprintln!("gap records: {summary:#?}");
+    assert_seqs_covered_once(&es, &s.agent_id);
+}
