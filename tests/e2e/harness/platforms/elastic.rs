@@ -25,6 +25,9 @@
 //!   `mapper_parsing_exception`, "Duplicate field"): "Elasticsearch 6.0.0 enforces that all
 //!   keys are unique"
 //!   (<https://www.elastic.co/guide/en/elasticsearch/reference/6.0/breaking_60_rest_changes.html>).
+//! - An index name the create-index API forbids (uppercase, `:`, a leading `_`, …) is item
+//!   400 `invalid_index_name_exception`
+//!   (<https://elastic.co/guide/en/elasticsearch/reference/7.1/indices-create-index.html>).
 //! - `create` of an `_id` the stream holds is item 409 `version_conflict_engine_exception`
 //!   (the document is not touched): a resend with the same `_id`s de-duplicates. Without
 //!   `_id` a fresh one is generated. (Not modelled: after a rollover the same `_id` would

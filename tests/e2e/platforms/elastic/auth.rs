@@ -77,30 +77,67 @@ async fn the_api_key_never_appears_in_the_agents_output_even_while_it_is_refused
     }
 }
 
-#[test]
-fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
+/// `gapless validate` on a config whose sink `search` has these `lines`: exit success and
+/// stderr.
+fn validate(lines: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gapless.toml");
+    let text = format!(
+        "data_dir = {}\n{}\n[sinks.search]\ntype = \"elasticsearch\"\ninputs = [\"in\"]\n{lines}\n",
+        toml_path(&dir.path().join("data")),
+        http_source("in", free_port(), ""),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (status, _, stderr) = run_command(&[
+        OsStr::new("validate"),
+        OsStr::new("--config"),
+        path.as_os_str(),
+    ]);
+    (status.success(), stderr)
+}
+
+#[test]
+fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
     for endpoints in ["", "endpoints = []"] {
-        let text = format!(
-            "data_dir = {}\n{}\n[sinks.search]\ntype = \"elasticsearch\"\ninputs = [\"in\"]\n{endpoints}\n{}\n",
-            toml_path(&dir.path().join("data")),
-            http_source("in", free_port(), ""),
-            api_key_auth()
-        );
-        std::fs::write(&path, &text).unwrap();
-        let (status, _, stderr) = run_command(&[
-            OsStr::new("validate"),
-            OsStr::new("--config"),
-            path.as_os_str(),
-        ]);
+        let (ok, stderr) = validate(&format!("{endpoints}\n{}", api_key_auth()));
         assert!(
-            !status.success(),
+            !ok,
             "validate accepted an elasticsearch sink with {endpoints:?}"
         );
         assert!(
             stderr.contains("endpoints"),
             "validate's error should name the key endpoints; stderr: {stderr}"
+        );
+    }
+}
+
+// Elasticsearch refuses these names item by item (`invalid_index_name_exception`): taken by
+// `validate`, every event and every notice would be refused for good at run time.
+#[test]
+#[ignore = "agent bug: validate takes index = \"Logs-App-Prod\" (and _logs, -logs, +logs, \
+            logs:app, ., ..); at run time every event is then dead-lettered and the notice is \
+            refused again and again (invalid_index_name_exception) while /status shows no \
+            last_error"]
+fn validate_refuses_an_index_name_elasticsearch_refuses_naming_the_key() {
+    let (ok, stderr) =
+        validate("endpoints = [\"http://127.0.0.1:9200\"]\nindex = \"logs-app-prod\"");
+    assert!(ok, "validate refused a good index name: {stderr}");
+    for index in [
+        "Logs-App-Prod",
+        "_logs",
+        "-logs",
+        "+logs",
+        "logs:app",
+        ".",
+        "..",
+    ] {
+        let (ok, stderr) = validate(&format!(
+            "endpoints = [\"http://127.0.0.1:9200\"]\nindex = \"{index}\""
+        ));
+        assert!(!ok, "validate accepted index = {index:?}");
+        assert!(
+            stderr.contains("index"),
+            "validate's error should name the key index; stderr: {stderr}"
         );
     }
 }

@@ -167,7 +167,7 @@ async fn a_create_of_an_id_already_stored_is_a_409_and_the_document_is_kept_once
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_data_stream_takes_only_creates_and_only_documents_with_one_timestamp() {
+async fn a_data_stream_takes_only_creates_of_documents_with_one_timestamp_under_a_valid_name() {
     let es = cluster().await;
     let body = format!(
         "{}\n{}\n{}{}",
@@ -210,6 +210,24 @@ async fn a_data_stream_takes_only_creates_and_only_documents_with_one_timestamp(
             "create".into(),
             400,
             Some("mapper_parsing_exception".into())
+        )]
+    );
+    let (_, upper) = Bulk::new()
+        .send(
+            &es,
+            &format!(
+                "{}\n{}\n",
+                json!({"create": {"_index": "Logs-App"}}),
+                event(9)
+            ),
+        )
+        .await;
+    assert_eq!(
+        items(&upper),
+        [(
+            "create".into(),
+            400,
+            Some("invalid_index_name_exception".into())
         )]
     );
     assert!(answer["items"][0]["index"]["error"]["reason"]

@@ -158,6 +158,13 @@ impl Data {
         doc: &Result<Map<String, Value>, String>,
         id: &str,
     ) -> Option<(u16, &'static str, String)> {
+        if let Some(why) = invalid_index_name(&item.index) {
+            return Some((
+                400,
+                "invalid_index_name_exception",
+                format!("Invalid index name [{}], {why}", item.index),
+            ));
+        }
         if item.action != "create" {
             return Some((
                 400,
@@ -228,6 +235,26 @@ impl Data {
                 format!("[{id}]: version conflict, document already exists (current version [1])"),
             ));
         }
+        None
+    }
+}
+
+/// Why `name` cannot name an index or data stream, per the create-index API's limits:
+/// lowercase only; none of `\ / * ? " < > |`, space, `,`, `#`, `:`; not starting with `-`,
+/// `_`, `+`; not `.` or `..`; at most 255 bytes.
+/// <https://elastic.co/guide/en/elasticsearch/reference/7.1/indices-create-index.html>
+fn invalid_index_name(name: &str) -> Option<&'static str> {
+    if name.chars().any(char::is_uppercase) {
+        Some("must be lowercase")
+    } else if name.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
+        Some("must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, :, #]")
+    } else if name.starts_with(['-', '_', '+']) {
+        Some("must not start with '_', '-', or '+'")
+    } else if name == "." || name == ".." {
+        Some("must not be '.' or '..'")
+    } else if name.len() > 255 {
+        Some("index name is too long")
+    } else {
         None
     }
 }
