@@ -352,10 +352,19 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// `gapless run`'s exit status for an invalid config: EX_CONFIG, which the systemd unit does
+/// not restart on (`RestartPreventExitStatus=78`).
+const EXIT_CONFIG: u8 = 78;
+
 fn run(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let config = match Config::load_all(&path) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("gapless: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     init_logging(&config);
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -377,9 +386,20 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 fn validate(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let config = match Config::load_all(&path) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("gapless: {e}");
+            }
+            eprintln!(
+                "gapless: {}: {} problem{}",
+                path.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
     };
     let problems = check_paths(&config);
     for (name, source) in &config.sources {
@@ -388,6 +408,12 @@ fn validate(path: PathBuf) -> ExitCode {
                 eprintln!(
                     "gapless: warning: sources.{name}: {} cannot be read by this user ({e}); it is followed once it can be",
                     path.display(),
+                );
+            }
+            if crate::sources::file::matched_files(c) == 0 {
+                eprintln!(
+                    "gapless: warning: sources.{name}: include {:?} matches no file now; files are followed once they appear",
+                    c.include
                 );
             }
         }

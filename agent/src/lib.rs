@@ -36,6 +36,7 @@ pub mod event;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod progress;
 pub mod reserved;
 pub mod sinks;
 pub mod sources;

@@ -295,22 +295,28 @@ async fn replay_all<P: crate::sinks::delivery::Platform>(
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     let total = items.len();
+    let pb = crate::progress::bar(total as u64, "replaying dead letters");
     for (i, (path, meta)) in items.iter().enumerate() {
+        pb.set_position(i as u64);
         let body = std::fs::read(path).map_err(|e| Error::io("read dead letter", path, e))?;
-        match replay.send(meta, &body).await {
+        let sent = replay.send(meta, &body).await;
+        match sent {
             Ok(()) => {
                 let _ = std::fs::remove_file(path);
                 let _ = std::fs::remove_file(meta_path(path));
-                let _ = writeln!(
-                    out,
-                    "[{}/{total}] replayed seqs {}..={} ({} events)",
-                    i + 1,
-                    meta.first_seq,
-                    meta.last_seq,
-                    meta.events
-                );
+                pb.suspend(|| {
+                    let _ = writeln!(
+                        out,
+                        "[{}/{total}] replayed seqs {}..={} ({} events)",
+                        i + 1,
+                        meta.first_seq,
+                        meta.last_seq,
+                        meta.events
+                    );
+                });
             }
             Err(why) => {
+                pb.finish_and_clear();
                 let _ = writeln!(
                     out,
                     "[{}/{total}] seqs {}..={} not taken: {why}; stopping (the file stays)",
@@ -322,6 +328,7 @@ async fn replay_all<P: crate::sinks::delivery::Platform>(
             }
         }
     }
+    pb.finish_and_clear();
     Ok((total, 0))
 }
 

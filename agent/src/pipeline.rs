@@ -190,6 +190,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api.address)
         .await
         .map_err(|e| Error::io("bind api", config.api.address.to_string(), e))?;
+    // With port 0 the kernel picks one: say which.
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(address = %bound, "api listening");
+    }
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api_task = {
         let app = api::router(api_state.clone());
