@@ -15,8 +15,8 @@
 //!   Incorrect index, 10 Data channel is missing, 11 Invalid data channel, 12 Event field is
 //!   required, 13 Event field cannot be blank, 14 ACK is disabled, 15 Error in handling
 //!   indexed fields (400); 8 Internal server error (500); 9 Server is busy (503). The codes
-//!   as listed in the platform notes, A4 (Vector's `HecStatusCode`,
-//!   fluent/fluent-bit#12043 for 2/3/4) with the texts of the SplunkAdmins app's
+//!   as the platform notes list them, A4 (Vector's `HecStatusCode`, fluent/fluent-bit#12043
+//!   for 2/3/4), with the texts of the SplunkAdmins app's
 //!   `splunkadmins_hec_reply_code_lookup.csv` and of the OpenTelemetry `splunkhec`
 //!   receiver. A rejection of one event carries `"invalid-event-number":N`, its 0-based
 //!   place in the request (e.g. `{"text":"Incorrect index","code":7,"invalid-event-number":1}`
@@ -30,11 +30,12 @@
 //!   <https://docs.splunk.com/Documentation/Splunk/8.2.5/Data/AboutHECIDXAck>.
 //!
 //! Not documented, so switchable ([`Partial`]): whether the events *before* a rejected one
-//! were indexed. Splunk's docs say nothing; the `invalid-event-number` is described by the
-//! splunkhec exporter's maintainer as "when the payload processing stopped … we can try resending by
-//! dropping the first 9 events" (open-telemetry/opentelemetry-collector-contrib#36113), so
-//! the default is [`Partial::Prefix`]: events before it are indexed, it and those after are
-//! not. [`Partial::Nothing`] indexes none of the request.
+//! were indexed. Splunk's docs say nothing. The maintainer of OpenTelemetry's splunkhec
+//! exporter reads `invalid-event-number` as "when the payload processing stopped … we can
+//! try resending by dropping the first 9 events"
+//! (open-telemetry/opentelemetry-collector-contrib#36113), so the default is
+//! [`Partial::Prefix`]: events before it are indexed, it and those after are not.
+//! [`Partial::Nothing`] indexes none of the request.
 //!
 //! Events of a request with an ackId count as indexed once their ack is due (they are
 //! still "in the pipeline" before, and lost if the ack never comes).
@@ -363,6 +364,7 @@ fn handle(state: &mut State, request: &RawRequest) -> Answer {
     }
     match request.headers.get("authorization") {
         None => return hec(401, 2, "Token is required"),
+        Some(auth) if auth.trim() == "Splunk" => return hec(401, 2, "Token is required"),
         Some(auth) => match auth.strip_prefix("Splunk ") {
             None => return hec(401, 3, "Invalid authorization"),
             Some(token) if token.trim() != state.token => return hec(403, 4, "Invalid token"),

@@ -93,6 +93,10 @@ async fn hec_refuses_a_missing_a_malformed_and_an_unknown_token() {
     for (headers, want) in [
         (vec![], (401, json!({"text":"Token is required","code":2}))),
         (
+            vec![("authorization", "Splunk ")],
+            (401, json!({"text":"Token is required","code":2})),
+        ),
+        (
             vec![(
                 "authorization",
                 "Bearer 0f3c2a9e-8c1b-4f7e-9d4a-6b5e2c1d0a9f",

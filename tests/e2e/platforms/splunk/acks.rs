@@ -1,0 +1,245 @@
+//! Indexer acknowledgement: the sink's one channel on every request, the cursor held until
+//! every ackId of a batch read true, a batch whose acks never come true resent after
+//! `ack_timeout`, and the channel/ack configuration problems (codes 10 and 14) retried
+//! with an alarm, never dropped.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::platforms::splunk::{AckAfter, Hec, Request};
+use crate::harness::*;
+
+use super::*;
+
+/// Sink keys for acknowledgement with a quick poll; `extra` is added.
+fn with_acks(extra: &str) -> String {
+    format!("indexer_acknowledgement = true\nack_poll_interval = \"100ms\"\n{extra}")
+}
+
+fn event_requests(hec: &Hec) -> Vec<Request> {
+    hec.requests()
+        .into_iter()
+        .filter(|r| r.is_event())
+        .collect()
+}
+
+/// The ackIds an accepted event request was given.
+fn ack_ids(requests: &[Request]) -> Vec<u64> {
+    requests
+        .iter()
+        .filter_map(|r| r.answer["ackId"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_acknowledgement_every_request_carries_the_sinks_one_channel() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("")).await;
+    let lines = numbered_lines("channel", 0, 200);
+    ingest.post_ok(&lines).await;
+    wait_for_seqs(&hec, 200).await;
+    wait_for_status(&agent, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+
+    let requests = hec.requests();
+    let channels: std::collections::BTreeSet<String> = requests
+        .iter()
+        .filter(|r| r.is_event())
+        .map(|r| {
+            r.headers
+                .get("x-splunk-request-channel")
+                .cloned()
+                .unwrap_or_else(|| panic!("an event request without a channel: {r:?}"))
+        })
+        .collect();
+    assert_eq!(channels.len(), 1, "one channel per sink: {channels:?}");
+    let channel = channels.first().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(channel).is_ok(),
+        "{channel} is not a GUID"
+    );
+    let polls: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/services/collector/ack"))
+        .collect();
+    assert!(
+        !polls.is_empty(),
+        "the sink never asked for its acks; {}",
+        hec.summary()
+    );
+    for p in polls {
+        assert_eq!(p.status, 200, "{p:?}");
+        let names_channel = p.path.contains(channel.as_str())
+            || p.headers.get("x-splunk-request-channel") == Some(channel);
+        assert!(names_channel, "an ack poll for another channel: {p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(3)));
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("")).await;
+    let accepted_at = Instant::now();
+    ingest.post_ok(&numbered_lines("held", 0, 100)).await;
+    wait_until(SHORT, "both requests given an ackId", async || {
+        ack_ids(&event_requests(&hec)).len() >= 2
+    })
+    .await;
+    // Polls answered false meanwhile: the backlog stays.
+    wait_until(SHORT, "an ack poll answered false", async || {
+        hec.requests().iter().any(|r| {
+            r.answer["acks"]
+                .as_object()
+                .is_some_and(|a| a.values().any(|v| v == false))
+        })
+    })
+    .await;
+    let status = agent.status_json().await;
+    assert_eq!(status["sinks"]["out"]["backlog_events"], 100, "{status:#}");
+    assert_eq!(status["sinks"]["out"]["delivered_events"], 0, "{status:#}");
+
+    wait_for_status_within(&agent, DELIVERY, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+    assert!(
+        accepted_at.elapsed() >= Duration::from_secs(3),
+        "the backlog emptied before the acks came true"
+    );
+    wait_for_seqs(&hec, 100).await;
+    let counts = seq_counts(&hec);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "resent though acked: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_before_the_acks_come_true_makes_the_restarted_agent_resend_the_batch() {
+    // Crash after HEC accepted the request, before its ack read true: the cursor must not
+    // have moved, so the restarted agent sends the batch again.
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    hec.set_ack_after(AckAfter::Never);
+    let (mut agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("")).await;
+    ingest.post_ok(&numbered_lines("unacked", 0, 50)).await;
+    wait_until(SHORT, "the batch accepted with an ackId", async || {
+        !ack_ids(&event_requests(&hec)).is_empty()
+    })
+    .await;
+    agent.kill9();
+    let before = event_requests(&hec).len();
+    hec.set_ack_after(AckAfter::Delay(Duration::ZERO));
+    agent.restart().await;
+    wait_for_seqs(&hec, 50).await;
+    assert!(event_requests(&hec).len() > before, "nothing was resent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_acks_never_come_true_is_resent_after_ack_timeout() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    hec.set_ack_after(AckAfter::Never);
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("ack_timeout = \"2s\"")).await;
+    let lines = numbered_lines("lost", 0, 50);
+    ingest.post_ok(&lines).await;
+    wait_until(SHORT, "the batch accepted with an ackId", async || {
+        !ack_ids(&event_requests(&hec)).is_empty()
+    })
+    .await;
+    let first = event_requests(&hec)[0].arrived;
+    hec.set_ack_after(AckAfter::Delay(Duration::ZERO));
+    wait_for_seqs(&hec, 50).await;
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+    let resent = event_requests(&hec)
+        .into_iter()
+        .find(|r| r.answer["ackId"].as_u64().is_some_and(|id| id > 0))
+        .expect("a second accepted request");
+    let waited = resent.arrived - first;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "resent {waited:?} after the first send, before ack_timeout (2 s)"
+    );
+    wait_for_status(&agent, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_without_a_channel_on_a_token_with_acknowledgement_retries_with_an_alarm() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, "alert_after = \"1s\"").await;
+    ingest.post_ok(&numbered_lines("no channel", 0, 50)).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let refused = hec
+        .requests()
+        .iter()
+        .filter(|r| r.code() == Some(10))
+        .count();
+    assert!(refused >= 2, "code 10 should be retried; {}", hec.summary());
+    let status = agent.status_json().await;
+    assert_eq!(
+        status["sinks"]["out"]["dead_lettered_events"], 0,
+        "{status:#}"
+    );
+    assert_eq!(status["sinks"]["out"]["backlog_events"], 50, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_expecting_acks_from_a_token_without_them_retries_with_an_alarm() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("alert_after = \"1s\"")).await;
+    ingest.post_ok(&numbered_lines("ack disabled", 0, 50)).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let status = agent.status_json().await;
+    assert_eq!(
+        status["sinks"]["out"]["dead_lettered_events"], 0,
+        "{status:#}"
+    );
+    assert_eq!(status["sinks"]["out"]["backlog_events"], 50, "{status:#}");
+    assert_eq!(status["sinks"]["out"]["delivered_events"], 0, "{status:#}");
+}
+
+/// [`crate::harness::agent::wait_for_status`] with its own deadline.
+async fn wait_for_status_within(
+    agent: &Agent,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = agent.status_json().await;
+        if cond(&last) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for /status to show {what}; last: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,274 @@
+//! Delivery without acknowledgement: every seq exactly once with its indexed fields, a busy
+//! or failing collector retried, one malformed event dead-lettered alone, a refused token
+//! retried with an alarm (never dropped), and the token kept out of everything the agent
+//! says.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::capture::{gap_events, gap_range};
+use crate::harness::platforms::splunk::{Cue, Hec, Partial};
+use crate::harness::*;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_seq_is_indexed_exactly_once_with_its_indexed_fields() {
+    let hec = Hec::builder(TOKEN)
+        .allowed_indexes(&["gapless"])
+        .start()
+        .await;
+    let (agent, ingest) = start_agent(
+        &hec,
+        TOKEN,
+        50,
+        "index = \"gapless\"\nsourcetype = \"gapless:json\"",
+    )
+    .await;
+    let lines = numbered_lines("splunk", 0, 500);
+    ingest.post_ok(&lines).await;
+    wait_for_seqs(&hec, 500).await;
+
+    let counts = seq_counts(&hec);
+    assert!(
+        counts.values().all(|&n| n == 1) && counts.len() == 500,
+        "not every seq exactly once: {:?}; {}",
+        counts.iter().filter(|(_, &n)| n != 1).collect::<Vec<_>>(),
+        hec.summary()
+    );
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+    let agent_id = agent.status_json().await["agent_id"].clone();
+    for i in hec.indexed() {
+        let seq = i.event["seq"].as_u64().unwrap();
+        assert_eq!(i.fields["seq"], seq.to_string(), "{i:?}");
+        assert_eq!(i.fields["agent_id"], agent_id, "{i:?}");
+        assert_eq!(i.index.as_deref(), Some("gapless"));
+        assert_eq!(i.sourcetype.as_deref(), Some("gapless:json"));
+        assert!(i.host.is_some() && i.source.is_some(), "{i:?}");
+        let time = i.time.expect("every event has a time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - time).abs() < 600.0, "time {time} is not now ({now})");
+    }
+    for r in hec.requests().iter().filter(|r| r.is_event()) {
+        assert_eq!(
+            r.headers.get("content-encoding").map(String::as_str),
+            Some("gzip")
+        );
+        assert_eq!(r.code(), Some(0), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_or_failing_collector_is_retried_honouring_retry_after() {
+    let hec = Hec::builder(TOKEN).start().await;
+    hec.script([
+        Cue::Busy {
+            retry_after_secs: Some(1),
+        },
+        Cue::Busy {
+            retry_after_secs: None,
+        },
+        Cue::InternalError,
+    ]);
+    let (_agent, ingest) = start_agent(&hec, TOKEN, 100, "concurrency = 1").await;
+    let lines = numbered_lines("busy", 0, 100);
+    ingest.post_ok(&lines).await;
+    wait_for_seqs(&hec, 100).await;
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+
+    let requests: Vec<_> = hec
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_event())
+        .collect();
+    let codes: Vec<_> = requests.iter().map(|r| r.code()).collect();
+    assert_eq!(
+        &codes[..4],
+        [Some(9), Some(9), Some(8), Some(0)],
+        "{}",
+        hec.summary()
+    );
+    let waited = requests[1].arrived - requests[0].arrived;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "the retry after a 503 with Retry-After: 1 came after {waited:?}"
+    );
+}
+
+/// Sends 30 lines, the 15th malformed in the collector's eyes, in one request of 30.
+async fn one_malformed_event(partial: Partial) {
+    let hec = Hec::builder(TOKEN).partial(partial).start().await;
+    hec.set_poison(Some("POISON"));
+    let (agent, ingest) = start_agent(&hec, TOKEN, 30, "concurrency = 1").await;
+    let mut lines = numbered_lines("dead letter", 0, 30);
+    lines[14].push_str(" POISON");
+    ingest.post_ok(&lines).await;
+    wait_until(DELIVERY, "a dead_letter notice", async || {
+        !gap_events(&hec.events(), "dead_letter").is_empty()
+    })
+    .await;
+    let mut others = lines.clone();
+    let poisoned = others.remove(14);
+    wait_for_seqs_but(&hec, 30, 15).await;
+
+    let notices = gap_events(&hec.events(), "dead_letter");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let notice = &notices[0];
+    assert_eq!(
+        gap_range(notice),
+        (15, 15),
+        "only the malformed event: {notice}"
+    );
+    assert_eq!(notice["events"], 1, "{notice}");
+    assert_eq!(notice["status"], 400, "{notice}");
+    let error = notice["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains('6'),
+        "the notice should name code 6: {notice}"
+    );
+    let file = notice["dead_letter_file"]
+        .as_str()
+        .expect("a dead_letter_file");
+    let stored = std::fs::read_to_string(file).expect("the dead-letter file exists");
+    assert!(stored.contains("POISON"), "{file} holds:\n{stored}");
+    assert_eq!(
+        stored.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{stored}"
+    );
+
+    let delivery = check_delivery(&others, &hec.events());
+    delivery.assert_nothing_lost();
+    assert!(!messages(&hec).contains(&poisoned.clone().into()));
+    if partial == Partial::Nothing {
+        delivery.assert_exactly_once();
+    } else {
+        // The 14 before it were indexed with the rejected request and are resent: HEC has
+        // no id to de-duplicate them by.
+        assert!(delivery.duplicates <= 14, "{delivery:?}");
+    }
+    wait_for_status(&agent, "one dead-lettered event", |s| {
+        s["sinks"]["out"]["dead_lettered_events"] == 1
+    })
+    .await;
+}
+
+/// Waits until every seq of `1..=last` but `except` was indexed.
+async fn wait_for_seqs_but(hec: &Hec, last: u64, except: u64) {
+    wait_until(
+        DELIVERY,
+        format!("seqs 1..={last} but {except}"),
+        async || missing_seqs(hec, last) == [except],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_event_is_dead_lettered_alone_and_the_rest_delivered() {
+    one_malformed_event(Partial::Prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_event_is_dead_lettered_alone_when_hec_indexed_nothing_of_its_request() {
+    one_malformed_event(Partial::Nothing).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_is_retried_with_an_alarm_until_the_token_file_is_fixed() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let (agent, ingest) = start_agent(&hec, "not-the-token", 50, "alert_after = \"1s\"").await;
+    let lines = numbered_lines("token", 0, 100);
+    ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let status = agent.status_json().await;
+    let out = &status["sinks"]["out"];
+    assert_eq!(out["dead_lettered_events"], 0, "{out:#}");
+    assert_eq!(out["backlog_events"], 100, "{out:#}");
+    assert!(
+        out["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{out:#}"
+    );
+    assert!(hec.indexed().is_empty());
+    let refused = hec
+        .requests()
+        .iter()
+        .filter(|r| r.code() == Some(4))
+        .count();
+    assert!(refused >= 2, "the 403 should be retried; {}", hec.summary());
+
+    std::fs::write(
+        agent.config_path().with_file_name("hec.token"),
+        format!("{TOKEN}\n"),
+    )
+    .unwrap();
+    let fixed = Instant::now();
+    wait_for_seqs(&hec, 100).await;
+    eprintln!(
+        "delivered {:?} after the token file was fixed",
+        fixed.elapsed()
+    );
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_never_appears_in_what_the_agent_says() {
+    let hec = Hec::builder(TOKEN).start().await;
+    hec.script([
+        Cue::Busy {
+            retry_after_secs: None,
+        },
+        Cue::InternalError,
+    ]);
+    let (mut agent, ingest) = start_agent(&hec, TOKEN, 10, "").await;
+    ingest.post_ok(&numbered_lines("secret", 0, 20)).await;
+    wait_for_seqs(&hec, 20).await;
+    let status = agent.status_json().await.to_string();
+    let metrics = agent.metrics_text().await;
+    let health = agent.api_get("/health/delivery").await.1;
+    agent.sigterm();
+    agent.wait_exit(SHORT).await;
+    for (what, text) in [
+        ("stderr", agent.stderr_text()),
+        ("stdout", agent.stdout_text()),
+        ("/status", status),
+        ("/metrics", metrics),
+        ("/health/delivery", health),
+    ] {
+        assert!(
+            !text.contains(TOKEN),
+            "the token appears in {what}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn validate_refuses_a_splunk_hec_sink_without_a_token_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = {}\n\n[sources.in]\ntype = \"stdin\"\n\n\
+         [sinks.out]\ntype = \"splunk_hec\"\ninputs = [\"in\"]\nendpoint = \"http://127.0.0.1:9\"\n",
+        toml_path(&dir.path().join("data"))
+    );
+    let path = dir.path().join("gapless.toml");
+    std::fs::write(&path, config).unwrap();
+    let (status, _, stderr) = crate::harness::agent::run_command(&[
+        "validate".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert!(
+        !status.success(),
+        "validate accepted a splunk_hec sink without a token"
+    );
+    assert!(
+        stderr.contains("token"),
+        "the error should name the token key: {stderr}"
+    );
+}
