@@ -86,15 +86,15 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
         .indexer_acknowledgement(true)
         .start()
         .await;
-    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(3)));
+    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(2)));
     let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("")).await;
-    let accepted_at = Instant::now();
     ingest.post_ok(&numbered_lines("held", 0, 100)).await;
-    wait_until(SHORT, "both requests given an ackId", async || {
-        ack_ids(&event_requests(&hec)).len() >= 2
+    wait_until(SHORT, "a request given an ackId", async || {
+        !ack_ids(&event_requests(&hec)).is_empty()
     })
     .await;
-    // Polls answered false meanwhile: the backlog stays.
+    let accepted_at = Instant::now();
+    // A poll answered false: accepted is not yet delivered.
     wait_until(SHORT, "an ack poll answered false", async || {
         hec.requests().iter().any(|r| {
             r.answer["acks"]
@@ -104,15 +104,21 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
     })
     .await;
     let status = agent.status_json().await;
-    assert_eq!(status["sinks"]["out"]["backlog_events"], 100, "{status:#}");
-    assert_eq!(status["sinks"]["out"]["delivered_events"], 0, "{status:#}");
+    let out = &status["sinks"]["out"];
+    assert!(
+        accepted_at.elapsed() < Duration::from_secs(2),
+        "too slow to look before the ack came true"
+    );
+    assert_eq!(out["delivered_events"], 0, "{out:#}");
+    assert_eq!(out["backlog_events"], 100, "{out:#}");
+    assert!(out["acked_seq"].as_u64().unwrap_or(0) == 0, "{out:#}");
 
     wait_for_status_within(&agent, DELIVERY, "an empty backlog", |s| {
         s["sinks"]["out"]["backlog_events"] == 0
     })
     .await;
     assert!(
-        accepted_at.elapsed() >= Duration::from_secs(3),
+        accepted_at.elapsed() >= Duration::from_secs(2),
         "the backlog emptied before the acks came true"
     );
     wait_for_seqs(&hec, 100).await;
@@ -121,6 +127,15 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
         counts.values().all(|&n| n == 1),
         "resent though acked: {counts:?}"
     );
+    let polls = hec
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/services/collector/ack"));
+    let trues = polls
+        .flat_map(|r| r.answer["acks"].as_object().cloned().unwrap_or_default())
+        .filter(|(_, v)| v == true)
+        .count();
+    assert_eq!(trues, 2, "each ackId reads true once; {}", hec.summary());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,22 +220,46 @@ async fn a_sink_without_a_channel_on_a_token_with_acknowledgement_retries_with_a
     assert_eq!(status["sinks"]["out"]["backlog_events"], 50, "{status:#}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sink_expecting_acks_from_a_token_without_them_retries_with_an_alarm() {
-    let hec = Hec::builder(TOKEN).start().await;
-    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("alert_after = \"1s\"")).await;
+/// An agent expecting acks from a token that has acknowledgement off, its events posted,
+/// once `/health/delivery` raised the alarm (1 s into the trouble).
+async fn expecting_acks_from_a_token_without_them(hec: &Hec) -> Agent {
+    let extra = with_acks("alert_after = \"1s\"\nalert_after_failed_requests = 3");
+    let (agent, ingest) = start_agent(hec, TOKEN, 50, &extra).await;
     ingest.post_ok(&numbered_lines("ack disabled", 0, 50)).await;
     wait_until(SHORT, "/health/delivery answering 503", async || {
         agent.api_get("/health/delivery").await.0 == 503
     })
     .await;
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_expecting_acks_from_a_token_without_them_raises_an_alarm() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let agent = expecting_acks_from_a_token_without_them(&hec).await;
     let status = agent.status_json().await;
-    assert_eq!(
-        status["sinks"]["out"]["dead_lettered_events"], 0,
-        "{status:#}"
+    let out = &status["sinks"]["out"];
+    assert_eq!(out["dead_lettered_events"], 0, "{out:#}");
+    let error = out["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("ackId"), "{out:#}");
+}
+
+/// HEC answers 200 without an `ackId` when the token has acknowledgement off: it took the
+/// events as it does without acknowledgement ("when HEC receives an event successfully, it
+/// immediately sends an HTTP Status 200", About HEC Indexer Acknowledgment). Sending them
+/// again gets them indexed again, each time: the sink must not loop on it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "agent bug: a 200 without ackId under indexer_acknowledgement is resent forever, and HEC indexes every resend"]
+async fn a_token_without_acknowledgement_does_not_get_the_events_indexed_again_and_again() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let _agent = expecting_acks_from_a_token_without_them(&hec).await;
+    let counts = seq_counts(&hec);
+    let most = counts.values().max().copied().unwrap_or(0);
+    assert!(
+        most <= 1,
+        "an event was indexed {most} times within the first second; {}",
+        hec.summary()
     );
-    assert_eq!(status["sinks"]["out"]["backlog_events"], 50, "{status:#}");
-    assert_eq!(status["sinks"]["out"]["delivered_events"], 0, "{status:#}");
 }
 
 /// [`crate::harness::agent::wait_for_status`] with its own deadline.

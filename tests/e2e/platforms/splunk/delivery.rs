@@ -3,7 +3,7 @@
 //! retried with an alarm (never dropped), and the token kept out of everything the agent
 //! says.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::capture::{gap_events, gap_range};
 use crate::harness::platforms::splunk::{Cue, Hec, Partial};
@@ -208,13 +208,13 @@ async fn a_refused_token_is_retried_with_an_alarm_until_the_token_file_is_fixed(
         format!("{TOKEN}\n"),
     )
     .unwrap();
-    let fixed = Instant::now();
     wait_for_seqs(&hec, 100).await;
-    eprintln!(
-        "delivered {:?} after the token file was fixed",
-        fixed.elapsed()
-    );
     check_delivery(&lines, &hec.events()).assert_exactly_once();
+    let said = format!("{}{}{status}", agent.stderr_text(), agent.stdout_text());
+    assert!(
+        !said.contains("not-the-token"),
+        "the agent printed its token:\n{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,5 +270,67 @@ fn validate_refuses_a_splunk_hec_sink_without_a_token_naming_the_key() {
     assert!(
         stderr.contains("token"),
         "the error should name the token key: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_token_file_is_retried_with_an_alarm_until_the_token_is_written() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let (agent, ingest) = start_agent(&hec, "", 50, "alert_after = \"1s\"").await;
+    let lines = numbered_lines("no token", 0, 50);
+    ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let unauthorized = hec.requests().iter().filter(|r| r.status == 401).count();
+    assert!(
+        unauthorized >= 2,
+        "the 401 should be retried; {}",
+        hec.summary()
+    );
+    let status = agent.status_json().await;
+    assert_eq!(
+        status["sinks"]["out"]["dead_lettered_events"], 0,
+        "{status:#}"
+    );
+
+    std::fs::write(agent.config_path().with_file_name("hec.token"), TOKEN).unwrap();
+    wait_for_seqs(&hec, 50).await;
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "agent bug: a dead-letter notice refused with code 7 is retried forever with no last_error and no failure counted"]
+async fn an_index_the_token_may_not_write_to_raises_an_alarm_naming_code_7() {
+    let hec = Hec::builder(TOKEN).allowed_indexes(&["main"]).start().await;
+    let (agent, ingest) = start_agent(
+        &hec,
+        TOKEN,
+        10,
+        "index = \"secret\"\nalert_after = \"1s\"\nalert_after_failed_requests = 3",
+    )
+    .await;
+    ingest.post_ok(&numbered_lines("index", 0, 30)).await;
+    wait_until(SHORT, "a request refused with code 7", async || {
+        hec.requests().iter().any(|r| r.code() == Some(7))
+    })
+    .await;
+    // Code 7 is a configuration problem: every request will be refused until the index or
+    // the token's allowed indexes change, dead-letter notices included (they name the same
+    // index). The sink must say so rather than look healthy.
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let (_, health) = agent.api_get("/health/delivery").await;
+    let status = agent.status_json().await;
+    let error = status["sinks"]["out"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("code 7"),
+        "/status does not say why the sink holds: {:#}\n/health/delivery: {health}",
+        status["sinks"]["out"]
     );
 }
