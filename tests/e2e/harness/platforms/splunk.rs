@@ -1,7 +1,7 @@
 //! [`Hec`]: Splunk's HTTP Event Collector, played by a small HTTP/1.1 server on 127.0.0.1
 //! that checks requests as HEC documents them, stores the events it "indexed" with their
-//! indexed fields, and misbehaves on cue (busy, internal error, an event it calls
-//! malformed, acks late or never).
+//! indexed fields, and misbehaves on cue (busy, busy part-way through a request, internal
+//! error, an event it calls malformed, acks late or never, 413 over a size limit).
 //!
 //! What it follows, and where from:
 //! - `POST /services/collector/event`: concatenated JSON event objects, not an array,
@@ -65,6 +65,13 @@ pub enum Cue {
     },
     /// 500 code 8 "Internal server error".
     InternalError,
+    /// Indexes the first `events` events, then 503 code 9 with
+    /// `"invalid-event-number":<events>`: busy part-way through the request, as
+    /// open-telemetry/opentelemetry-collector-contrib#36113 quotes HEC.
+    BusyAfter {
+        /// How many events were indexed before it got busy.
+        events: usize,
+    },
 }
 
 /// When an accepted request's ackId turns true.
@@ -152,6 +159,7 @@ struct State {
     ack_enabled: bool,
     allowed_indexes: Option<Vec<String>>,
     partial: Partial,
+    max_content_length: Option<usize>,
     cue: Cue,
     script: VecDeque<Cue>,
     ack_after: AckAfter,
@@ -175,6 +183,7 @@ pub struct HecBuilder {
     ack_enabled: bool,
     allowed_indexes: Option<Vec<String>>,
     partial: Partial,
+    max_content_length: Option<usize>,
 }
 
 impl HecBuilder {
@@ -196,6 +205,13 @@ impl HecBuilder {
         self
     }
 
+    /// Requests with a body (as sent) over `bytes` are answered 413 (the server's
+    /// `max_content_length`; its answer's text is not documented). By default, no limit.
+    pub fn max_content_length(mut self, bytes: usize) -> Self {
+        self.max_content_length = Some(bytes);
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and serves.
     pub async fn start(self) -> Hec {
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -207,6 +223,7 @@ impl HecBuilder {
             ack_enabled: self.ack_enabled,
             allowed_indexes: self.allowed_indexes,
             partial: self.partial,
+            max_content_length: self.max_content_length,
             cue: Cue::Normal,
             script: VecDeque::new(),
             ack_after: AckAfter::Delay(Duration::ZERO),
@@ -228,6 +245,7 @@ impl Hec {
             ack_enabled: false,
             allowed_indexes: None,
             partial: Partial::Prefix,
+            max_content_length: None,
         }
     }
 
@@ -381,6 +399,12 @@ fn handle(state: &mut State, request: &RawRequest) -> Answer {
             return hec(400, 11, "Invalid data channel");
         }
     }
+    if state
+        .max_content_length
+        .is_some_and(|max| request.body.len() > max)
+    {
+        return (413, None, json!({"text": "Content too large"}));
+    }
     let body = match gunzip(&request.headers, &request.body) {
         Ok(body) => body,
         Err(_) => return hec(400, 6, "Invalid data format"),
@@ -401,19 +425,26 @@ fn handle(state: &mut State, request: &RawRequest) -> Answer {
         .script
         .pop_front()
         .unwrap_or_else(|| state.cue.clone());
-    match cue {
-        Cue::Normal => {}
+    let busy_after = match cue {
+        Cue::Normal => None,
         Cue::Busy { retry_after_secs } => {
             let (status, _, body) = hec(503, 9, "Server is busy");
             return (status, retry_after_secs, body);
         }
         Cue::InternalError => return hec(500, 8, "Internal server error"),
-    }
-    index_events(state, channel, &body)
+        Cue::BusyAfter { events } => Some(events),
+    };
+    index_events(state, channel, &body, busy_after)
 }
 
-/// Reads the concatenated event objects one by one; the first bad one ends the request.
-fn index_events(state: &mut State, channel: Option<String>, body: &[u8]) -> Answer {
+/// Reads the concatenated event objects one by one; the first bad one ends the request, as
+/// does getting busy after `busy_after` events.
+fn index_events(
+    state: &mut State,
+    channel: Option<String>,
+    body: &[u8],
+    busy_after: Option<usize>,
+) -> Answer {
     if body.trim_ascii().is_empty() {
         return hec(400, 5, "No data");
     }
@@ -423,6 +454,14 @@ fn index_events(state: &mut State, channel: Option<String>, body: &[u8]) -> Answ
         .into_iter::<Value>()
         .enumerate()
     {
+        if busy_after == Some(number) {
+            state.batches.push(Batch {
+                events,
+                due: Some(Instant::now()),
+            });
+            let busy = json!({"text": "Server is busy", "code": 9, "invalid-event-number": number});
+            return (503, None, busy);
+        }
         match item
             .map_err(|_| bad_event(6, "Invalid data format", number))
             .and_then(|v| check_event(state, v, number, channel.clone()))

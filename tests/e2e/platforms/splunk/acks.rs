@@ -139,6 +139,53 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn acks_that_come_true_out_of_order_move_the_cursor_only_over_a_contiguous_prefix() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(2)));
+    let (agent, ingest) = start_agent(&hec, TOKEN, 25, &with_acks("concurrency = 4")).await;
+    ingest.post_ok(&numbered_lines("first", 0, 25)).await;
+    wait_until(SHORT, "the first batch given an ackId", async || {
+        !ack_ids(&event_requests(&hec)).is_empty()
+    })
+    .await;
+    let first_accepted = Instant::now();
+    hec.set_ack_after(AckAfter::Delay(Duration::ZERO));
+    ingest.post_ok(&numbered_lines("later", 25, 75)).await;
+    wait_until(SHORT, "the later batches' acks read true", async || {
+        let trues = hec
+            .requests()
+            .iter()
+            .flat_map(|r| r.answer["acks"].as_object().cloned().unwrap_or_default())
+            .filter(|(_, v)| v == true)
+            .count();
+        trues >= 3
+    })
+    .await;
+    let status = agent.status_json().await;
+    let out = &status["sinks"]["out"];
+    assert!(
+        first_accepted.elapsed() < Duration::from_secs(2),
+        "too slow to look before the first ack came true"
+    );
+    assert!(out["acked_seq"].as_u64().unwrap_or(0) == 0, "{out:#}");
+    assert_eq!(out["backlog_events"], 100, "{out:#}");
+
+    wait_for_status_within(&agent, DELIVERY, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+    wait_for_seqs(&hec, 100).await;
+    assert!(
+        seq_counts(&hec).values().all(|&n| n == 1),
+        "{}",
+        hec.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_kill_before_the_acks_come_true_makes_the_restarted_agent_resend_the_batch() {
     // Crash after HEC accepted the request, before its ack read true: the cursor must not
     // have moved, so the restarted agent sends the batch again.

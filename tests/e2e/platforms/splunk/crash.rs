@@ -17,7 +17,7 @@ async fn kills_mid_delivery(ack: bool) {
         .await;
     hec.set_ack_after(AckAfter::Delay(Duration::from_millis(200)));
     let extra = if ack {
-        "indexer_acknowledgement = true\nack_poll_interval = \"100ms\""
+        "indexer_acknowledgement = true\nack_poll_interval = \"100ms\"\nconcurrency = 4"
     } else {
         ""
     };

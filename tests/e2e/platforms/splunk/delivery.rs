@@ -97,6 +97,36 @@ async fn a_busy_or_failing_collector_is_retried_honouring_retry_after() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_busy_part_way_through_a_request_loses_nothing() {
+    let hec = Hec::builder(TOKEN).start().await;
+    hec.script([Cue::BusyAfter { events: 10 }]);
+    let (_agent, ingest) = start_agent(&hec, TOKEN, 30, "concurrency = 1").await;
+    let lines = numbered_lines("part way", 0, 30);
+    ingest.post_ok(&lines).await;
+    wait_for_seqs(&hec, 30).await;
+    let delivery = check_delivery(&lines, &hec.events());
+    delivery.assert_nothing_lost();
+    // The 10 indexed before HEC got busy come again with the retry: no id to tell them by.
+    assert!(delivery.duplicates <= 10, "{delivery:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_collectors_max_content_length_is_split() {
+    let hec = Hec::builder(TOKEN).max_content_length(8_000).start().await;
+    let (_agent, ingest) = start_agent(&hec, TOKEN, 100, "compression = \"none\"").await;
+    let lines = numbered_lines("split", 0, 100);
+    ingest.post_ok(&lines).await;
+    wait_for_seqs(&hec, 100).await;
+    check_delivery(&lines, &hec.events()).assert_exactly_once();
+    let too_large = hec.requests().iter().filter(|r| r.status == 413).count();
+    assert!(
+        too_large >= 1,
+        "no request was over the limit; {}",
+        hec.summary()
+    );
+}
+
 /// Sends 30 lines, the 15th malformed in the collector's eyes, in one request of 30.
 async fn one_malformed_event(partial: Partial) {
     let hec = Hec::builder(TOKEN).partial(partial).start().await;

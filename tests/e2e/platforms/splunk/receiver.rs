@@ -341,3 +341,27 @@ async fn the_ack_endpoint_refuses_when_acknowledgement_is_off() {
     // Without acknowledgement a channel is optional.
     assert_eq!(send(&hec, r#"{"event":"x"}"#).await.0, 200);
 }
+
+#[tokio::test]
+async fn hec_gets_busy_part_way_through_a_request_on_cue() {
+    let hec = Hec::builder(TOKEN).start().await;
+    hec.script([Cue::BusyAfter { events: 2 }]);
+    let body = r#"{"event":"a"}{"event":"b"}{"event":"c"}"#;
+    assert_eq!(
+        send(&hec, body).await,
+        (
+            503,
+            json!({"text":"Server is busy","code":9,"invalid-event-number":2})
+        )
+    );
+    assert_eq!(hec.events(), [json!("a"), json!("b")]);
+}
+
+#[tokio::test]
+async fn hec_refuses_a_body_over_its_max_content_length() {
+    let hec = Hec::builder(TOKEN).max_content_length(20).start().await;
+    assert_eq!(send(&hec, r#"{"event":"short"}"#).await.0, 200);
+    let (status, _) = send(&hec, r#"{"event":"a little too long"}"#).await;
+    assert_eq!(status, 413);
+    assert_eq!(hec.events(), [json!("short")]);
+}
