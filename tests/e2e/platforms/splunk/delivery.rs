@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::harness::capture::{gap_events, gap_range};
 use crate::harness::platforms::splunk::{Cue, Hec, Partial};
+use crate::harness::snippets::http_source;
 use crate::harness::*;
 
 use super::*;
@@ -43,7 +44,8 @@ async fn every_seq_is_indexed_exactly_once_with_its_indexed_fields() {
         assert_eq!(i.fields["agent_id"], agent_id, "{i:?}");
         assert_eq!(i.index.as_deref(), Some("gapless"));
         assert_eq!(i.sourcetype.as_deref(), Some("gapless:json"));
-        assert!(i.host.is_some() && i.source.is_some(), "{i:?}");
+        assert_eq!(i.host.as_deref(), i.event["host"].as_str(), "{i:?}");
+        assert_eq!(i.source.as_deref(), Some("in"), "the source's name: {i:?}");
         let time = i.time.expect("every event has a time");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -256,8 +258,20 @@ async fn the_token_never_appears_in_what_the_agent_says() {
         },
         Cue::InternalError,
     ]);
-    let (mut agent, ingest) = start_agent(&hec, TOKEN, 10, "").await;
-    ingest.post_ok(&numbered_lines("secret", 0, 20)).await;
+    // Inline this time, and with debug logs: the most places it could leak from.
+    let port = free_port();
+    let builder = Agent::builder()
+        .listening_on(port)
+        .env("GAPLESS_LOG", "debug");
+    let sink = splunk_sink(&hec, &builder.path("unused"), 10, "");
+    let sink = inline_token(&sink, TOKEN);
+    let mut agent = builder
+        .config(&format!("{}{sink}", http_source("in", port, "")))
+        .start()
+        .await;
+    Ingest::new(port)
+        .post_ok(&numbered_lines("secret", 0, 20))
+        .await;
     wait_for_seqs(&hec, 20).await;
     let status = agent.status_json().await.to_string();
     let metrics = agent.metrics_text().await;
@@ -276,6 +290,48 @@ async fn the_token_never_appears_in_what_the_agent_says() {
             "the token appears in {what}:\n{text}"
         );
     }
+}
+
+/// The sink table with `token = "<token>"` in place of its `token_file` line.
+fn inline_token(sink: &str, token: &str) -> String {
+    sink.lines()
+        .map(|l| {
+            if l.starts_with("token_file") {
+                format!("token = \"{token}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn validate_does_not_print_an_inline_token_next_to_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec_endpoint = "http://127.0.0.1:9";
+    let config = format!(
+        "data_dir = {}\n\n[sources.in]\ntype = \"stdin\"\n\n\
+         [sinks.out]\ntype = \"splunk_hec\"\ninputs = [\"in\"]\nendpoint = \"{hec_endpoint}\"\n\
+         token = \"{TOKEN}\"\nindexer_acknowledgement = true\nack_timeout = \"soon\"\n",
+        toml_path(&dir.path().join("data"))
+    );
+    let path = dir.path().join("gapless.toml");
+    std::fs::write(&path, config).unwrap();
+    let (status, stdout, stderr) = crate::harness::agent::run_command(&[
+        "validate".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert!(
+        !status.success(),
+        "validate accepted ack_timeout = \"soon\""
+    );
+    assert!(stderr.contains("ack_timeout"), "{stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains(TOKEN),
+        "validate printed the token:\n{stderr}"
+    );
 }
 
 #[test]
