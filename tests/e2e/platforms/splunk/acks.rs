@@ -10,6 +10,10 @@ use crate::harness::*;
 
 use super::*;
 
+/// How long acks take to come true in the tests that look at the cursor before they do:
+/// long enough for a loaded CI machine to look in time.
+const ACK_DELAY: Duration = Duration::from_secs(4);
+
 /// Sink keys for acknowledgement with a quick poll; `extra` is added.
 fn with_acks(extra: &str) -> String {
     format!("indexer_acknowledgement = true\nack_poll_interval = \"100ms\"\n{extra}")
@@ -86,7 +90,7 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
         .indexer_acknowledgement(true)
         .start()
         .await;
-    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(2)));
+    hec.set_ack_after(AckAfter::Delay(ACK_DELAY));
     let (agent, ingest) = start_agent(&hec, TOKEN, 50, &with_acks("")).await;
     ingest.post_ok(&numbered_lines("held", 0, 100)).await;
     wait_until(SHORT, "a request given an ackId", async || {
@@ -106,8 +110,8 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
     let status = agent.status_json().await;
     let out = &status["sinks"]["out"];
     assert!(
-        accepted_at.elapsed() < Duration::from_secs(2),
-        "too slow to look before the ack came true"
+        accepted_at.elapsed() < ACK_DELAY,
+        "too slow to look before the ack came true; raise ACK_DELAY"
     );
     assert_eq!(out["delivered_events"], 0, "{out:#}");
     assert_eq!(out["backlog_events"], 100, "{out:#}");
@@ -118,7 +122,7 @@ async fn the_cursor_advances_only_once_every_ack_of_the_batch_read_true() {
     })
     .await;
     assert!(
-        accepted_at.elapsed() >= Duration::from_secs(2),
+        accepted_at.elapsed() >= ACK_DELAY,
         "the backlog emptied before the acks came true"
     );
     wait_for_seqs(&hec, 100).await;
@@ -144,7 +148,7 @@ async fn acks_that_come_true_out_of_order_move_the_cursor_only_over_a_contiguous
         .indexer_acknowledgement(true)
         .start()
         .await;
-    hec.set_ack_after(AckAfter::Delay(Duration::from_secs(2)));
+    hec.set_ack_after(AckAfter::Delay(ACK_DELAY));
     let (agent, ingest) = start_agent(&hec, TOKEN, 25, &with_acks("concurrency = 4")).await;
     ingest.post_ok(&numbered_lines("first", 0, 25)).await;
     wait_until(SHORT, "the first batch given an ackId", async || {
@@ -167,8 +171,8 @@ async fn acks_that_come_true_out_of_order_move_the_cursor_only_over_a_contiguous
     let status = agent.status_json().await;
     let out = &status["sinks"]["out"];
     assert!(
-        first_accepted.elapsed() < Duration::from_secs(2),
-        "too slow to look before the first ack came true"
+        first_accepted.elapsed() < ACK_DELAY,
+        "too slow to look before the first ack came true; raise ACK_DELAY"
     );
     assert!(out["acked_seq"].as_u64().unwrap_or(0) == 0, "{out:#}");
     assert_eq!(out["backlog_events"], 100, "{out:#}");
