@@ -198,69 +198,65 @@ pub fn dead_letter_list(config: &Config, sink: &str, out: &mut dyn Write) -> Res
     Ok(())
 }
 
-/// `gapless dead-letter replay`: sends each dead-lettered batch of `sink` again with the
-/// sink's current settings (uri, credentials, TLS), and deletes it once answered 2xx. Stops
-/// at the first failure. Returns (replayed, remaining).
+/// `gapless dead-letter replay`: sends each dead-lettered batch of `sink` again through its
+/// platform with the sink's current settings (address, credentials, TLS), and deletes it
+/// once the platform took all of it. Stops at the first failure. Returns (replayed,
+/// remaining).
 pub async fn dead_letter_replay(
     config: &Config,
     sink: &str,
     out: &mut dyn Write,
 ) -> Result<(usize, usize)> {
-    let Some(SinkKind::Http(cfg)) = config.sinks.get(sink).map(|s| &s.kind) else {
-        return Err(Error::Client {
-            sink: sink.to_string(),
-            reason: "no http sink of that name in the config".into(),
-        });
+    let no_sink = |reason: &str| Error::Client {
+        sink: sink.to_string(),
+        reason: reason.into(),
     };
-    let client = crate::sinks::delivery::build_client(sink, &cfg.delivery)?;
+    let Some(s) = config.sinks.get(sink) else {
+        return Err(no_sink("no sink of that name in the config"));
+    };
     let agent_id = crate::pipeline::agent_id(config)?;
+    let seq_field = s.seq_field.as_deref();
+    let added = s.kind.added_fields();
+    use crate::sinks::delivery::Replay;
+    use crate::sinks::{azure_monitor_logs, elasticsearch, http, splunk_hec};
+    match &s.kind {
+        SinkKind::Console => Err(no_sink("a console sink has no dead letters")),
+        SinkKind::Http(c) => {
+            let p = http::Http::new(sink, (**c).clone())?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::AzureMonitorLogs(c) => {
+            let p = azure_monitor_logs::AzureMonitorLogs::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::SplunkHec(c) => {
+            let p = splunk_hec::SplunkHec::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::Elasticsearch(c) => {
+            let p = elasticsearch::Elasticsearch::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+    }
+}
+
+async fn replay_all<P: crate::sinks::delivery::Platform>(
+    config: &Config,
+    sink: &str,
+    replay: &crate::sinks::delivery::Replay<P>,
+    out: &mut dyn Write,
+) -> Result<(usize, usize)> {
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     let total = items.len();
     for (i, (path, meta)) in items.iter().enumerate() {
         let body = std::fs::read(path).map_err(|e| Error::io("read dead letter", path, e))?;
-        let body = if cfg.delivery.gzip {
-            crate::sinks::encode::gzip(&body)
-        } else {
-            body
-        };
-        let mut req = client
-            .post(cfg.uri.clone())
-            .header("content-type", "application/x-ndjson")
-            .header("gapless-agent-id", agent_id.as_str())
-            .header(
-                "gapless-seq-range",
-                format!("{}-{}", meta.first_seq, meta.last_seq),
-            )
-            .header(
-                "gapless-prev-seq",
-                meta.first_seq.saturating_sub(1).to_string(),
-            )
-            .header(
-                "idempotency-key",
-                format!(
-                    "{agent_id}-{sink}-{}-{}-replay",
-                    meta.first_seq, meta.last_seq
-                ),
-            )
-            .header("gapless-replay", "dead-letter")
-            .body(body);
-        if cfg.delivery.gzip {
-            req = req.header("content-encoding", "gzip");
-        }
-        for (k, v) in &cfg.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(token) = cfg
-            .auth
-            .token()
-            .map_err(|e| Error::io("read token", "auth.bearer_token_file", e))?
-        {
-            req = req.bearer_auth(token);
-        }
-        let result = req.send().await;
-        match result {
-            Ok(resp) if resp.status().is_success() => {
+        match replay.send(meta, &body).await {
+            Ok(()) => {
                 let _ = std::fs::remove_file(path);
                 let _ = std::fs::remove_file(meta_path(path));
                 let _ = writeln!(
@@ -272,22 +268,13 @@ pub async fn dead_letter_replay(
                     meta.events
                 );
             }
-            Ok(resp) => {
+            Err(why) => {
                 let _ = writeln!(
                     out,
-                    "[{}/{total}] HTTP {} for seqs {}..={}; stopping (the file stays)",
+                    "[{}/{total}] seqs {}..={} not taken: {why}; stopping (the file stays)",
                     i + 1,
-                    resp.status(),
                     meta.first_seq,
                     meta.last_seq
-                );
-                return Ok((i, total - i));
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "[{}/{total}] request failed: {e}; stopping (the file stays)",
-                    i + 1
                 );
                 return Ok((i, total - i));
             }

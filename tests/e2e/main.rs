@@ -21,6 +21,7 @@ mod health;
 mod heartbeat;
 mod http_source;
 mod journald;
+mod monitoring;
 mod outage;
 mod packaging;
 mod platforms;
