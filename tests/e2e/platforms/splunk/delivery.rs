@@ -387,7 +387,6 @@ async fn an_empty_token_file_is_retried_with_an_alarm_until_the_token_is_written
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "agent bug: a dead-letter notice refused with code 7 is retried forever with no last_error and no failure counted"]
 async fn an_index_the_token_may_not_write_to_raises_an_alarm_naming_code_7() {
     let hec = Hec::builder(TOKEN).allowed_indexes(&["main"]).start().await;
     let (agent, ingest) = start_agent(
