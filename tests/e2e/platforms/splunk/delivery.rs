@@ -187,6 +187,51 @@ async fn one_malformed_event(partial: Partial) {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_event_is_replayed_into_hec_once_hec_takes_it() {
+    let hec = Hec::builder(TOKEN).start().await;
+    hec.set_poison(Some("POISON"));
+    let (agent, ingest) = start_agent(&hec, TOKEN, 10, "").await;
+    let mut lines = numbered_lines("replay", 0, 10);
+    lines[3].push_str(" POISON");
+    ingest.post_ok(&lines).await;
+    wait_for_seqs_but(&hec, 10, 4).await;
+    wait_for_status(&agent, "one dead-lettered event", |s| {
+        s["sinks"]["out"]["dead_lettered_events"] == 1
+    })
+    .await;
+
+    hec.set_poison(None);
+    let (status, stdout, stderr) = crate::harness::agent::run_command_async(&[
+        "dead-letter".as_ref(),
+        "replay".as_ref(),
+        "--sink".as_ref(),
+        "out".as_ref(),
+        "--config".as_ref(),
+        agent.config_path().as_os_str(),
+    ])
+    .await;
+    assert!(
+        status.success(),
+        "replay exited {status}:\n{stdout}\n{stderr}"
+    );
+    let replayed: Vec<_> = hec
+        .indexed()
+        .into_iter()
+        .filter(|i| i.event["seq"] == 4 && i.event["gapless"] != "gap")
+        .collect();
+    assert_eq!(replayed.len(), 1, "{}", hec.summary());
+    assert_eq!(replayed[0].event["message"], lines[3].as_str());
+    assert_eq!(
+        replayed[0].fields["seq"], "4",
+        "replayed with its indexed fields"
+    );
+    let left = std::fs::read_dir(agent.data_dir().join("dead-letter").join("out"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "replay left dead-letter files behind");
+}
+
 /// Waits until every seq of `1..=last` but `except` was indexed.
 async fn wait_for_seqs_but(hec: &Hec, last: u64, except: u64) {
     wait_until(
