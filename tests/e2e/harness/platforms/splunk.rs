@@ -1,7 +1,8 @@
 //! [`Hec`]: Splunk's HTTP Event Collector, played by a small HTTP/1.1 server on 127.0.0.1
 //! that checks requests as HEC documents them, stores the events it "indexed" with their
 //! indexed fields, and misbehaves on cue (busy, busy part-way through a request, internal
-//! error, an event it calls malformed, acks late or never, 413 over a size limit).
+//! error, an event it calls malformed, acks late or never, ack queries busy, 413 over a
+//! size limit).
 //!
 //! What it follows, and where from:
 //! - `POST /services/collector/event`: concatenated JSON event objects, not an array,
@@ -165,6 +166,8 @@ struct State {
     ack_after: AckAfter,
     /// An event whose `event.message` contains this is answered code 6, as if malformed.
     poison: Option<String>,
+    /// Ack queries are answered 503 code 9.
+    ack_busy: bool,
     batches: Vec<Batch>,
     channels: BTreeMap<String, Channel>,
     requests: Vec<Request>,
@@ -228,6 +231,7 @@ impl HecBuilder {
             script: VecDeque::new(),
             ack_after: AckAfter::Delay(Duration::ZERO),
             poison: None,
+            ack_busy: false,
             batches: Vec::new(),
             channels: BTreeMap::new(),
             requests: Vec::new(),
@@ -274,6 +278,11 @@ impl Hec {
     /// from now on; `None` stops it.
     pub fn set_poison(&self, marker: Option<&str>) {
         self.state.lock().unwrap().poison = marker.map(str::to_string);
+    }
+
+    /// Ack queries are answered 503 code 9 "Server is busy" while `busy`. By default, not.
+    pub fn set_ack_busy(&self, busy: bool) {
+        self.state.lock().unwrap().ack_busy = busy;
     }
 
     /// Every request so far, in arrival order.
@@ -416,6 +425,9 @@ fn handle(state: &mut State, request: &RawRequest) -> Answer {
         let Some(channel) = channel else {
             return hec(400, 10, "Data channel is missing");
         };
+        if state.ack_busy {
+            return hec(503, 9, "Server is busy");
+        }
         return ack_query(state, &channel, &body);
     }
     if state.ack_enabled && channel.is_none() {

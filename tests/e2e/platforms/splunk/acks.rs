@@ -1,7 +1,9 @@
-//! Indexer acknowledgement: the sink's one channel on every request, the cursor held until
-//! every ackId of a batch read true, a batch whose acks never come true resent after
-//! `ack_timeout`, and the channel/ack configuration problems (codes 10 and 14) retried
-//! with an alarm, never dropped.
+//! Indexer acknowledgement: the sink's one channel on every request; the cursor held until
+//! every ackId of a batch read true, and only over a contiguous prefix when they come true
+//! out of order; a batch resent after `ack_timeout` when its acks never come true, or its
+//! ack queries keep failing, or the agent was killed before; a token without
+//! acknowledgement taken as such (each event indexed once); a missing channel (code 10)
+//! retried with an alarm, never dropped.
 
 use std::time::{Duration, Instant};
 
@@ -243,6 +245,36 @@ async fn a_batch_whose_acks_never_come_true_is_resent_after_ack_timeout() {
         s["sinks"]["out"]["backlog_events"] == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_ack_queries_fail_until_ack_timeout_is_resent() {
+    let hec = Hec::builder(TOKEN)
+        .indexer_acknowledgement(true)
+        .start()
+        .await;
+    hec.set_ack_busy(true);
+    let extra = with_acks("ack_timeout = \"1s\"");
+    let (agent, ingest) = start_agent(&hec, TOKEN, 50, &extra).await;
+    let lines = numbered_lines("ack busy", 0, 50);
+    ingest.post_ok(&lines).await;
+    wait_until(SHORT, "the batch sent twice", async || {
+        ack_ids(&event_requests(&hec)).len() >= 2
+    })
+    .await;
+    let busy_polls = hec
+        .requests()
+        .iter()
+        .filter(|r| r.code() == Some(9))
+        .count();
+    assert!(busy_polls >= 2, "{}", hec.summary());
+    hec.set_ack_busy(false);
+    wait_for_status(&agent, "an empty backlog", |s| {
+        s["sinks"]["out"]["backlog_events"] == 0
+    })
+    .await;
+    // Each send was indexed (its ack was only unreadable): duplicates, no loss.
+    check_delivery(&lines, &hec.events()).assert_nothing_lost();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,9 @@
-//! Delivery without acknowledgement: every seq exactly once with its indexed fields, a busy
-//! or failing collector retried, one malformed event dead-lettered alone, a refused token
-//! retried with an alarm (never dropped), and the token kept out of everything the agent
-//! says.
+//! Delivery without acknowledgement: every seq exactly once with its indexed fields; a
+//! busy (also part-way) or failing collector retried, `Retry-After` honoured; a request
+//! over `max_content_length` split; one malformed event dead-lettered alone, announced by a
+//! notice and replayed on demand; an index the token may not use alarmed; a refused or
+//! missing token retried with an alarm (never dropped) until the token file is fixed; the
+//! token kept out of everything the agent says; `validate` refusing a sink without one.
 
 use std::time::Duration;
 
