@@ -116,6 +116,9 @@ pub fn delivery_health(
                 "backlog_events": c.backlog_records,
                 "oldest_undelivered_age_seconds": age.map(|a| a.as_secs_f64()),
                 "consecutive_failures": state.consecutive_failures,
+                "failing_for_seconds": state.failing_since.map(|t| t.elapsed().as_secs_f64()),
+                "alert_after_seconds": alert.alert_after.as_secs_f64(),
+                "alert_after_failed_requests": alert.failed_requests,
             }),
         );
     }

@@ -35,4 +35,5 @@ mod stdin;
 mod storage_faults;
 mod syslog;
 mod tls;
+mod top;
 mod wal_tools;

@@ -94,6 +94,9 @@ pub struct SinkState {
     /// When the last "still failing" error was logged.
     #[serde(skip)]
     pub last_alert_log: Option<Instant>,
+    /// When the current run of failures began (`None` while requests succeed).
+    #[serde(skip)]
+    pub failing_since: Option<Instant>,
 }
 
 /// What `/status` says about a source.
@@ -468,6 +471,11 @@ impl Metrics {
         let state = sinks.entry(sink.to_string()).or_default();
         f(state);
         let failures = state.consecutive_failures;
+        if failures == 0 {
+            state.failing_since = None;
+        } else if state.failing_since.is_none() {
+            state.failing_since = Some(Instant::now());
+        }
         drop(sinks);
         self.sink_consecutive_failures
             .get_or_create(&SinkLabel { sink: sink.into() })
