@@ -381,7 +381,7 @@ fn bad_event(code: u64, text: &str, number: usize) -> Answer {
     )
 }
 
-/// Runs the checks in the order HEC documents them: endpoint, token, channel, then body.
+/// Checks endpoint, token, channel, size, then the body, and answers.
 fn handle(state: &mut State, request: &RawRequest) -> Answer {
     let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
     let is_event = matches!(path, "/services/collector/event" | "/services/collector");

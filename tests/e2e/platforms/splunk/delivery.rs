@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::harness::capture::{gap_events, gap_range};
 use crate::harness::platforms::splunk::{Cue, Hec, Partial};
 use crate::harness::snippets::http_source;
@@ -61,6 +63,40 @@ async fn every_seq_is_indexed_exactly_once_with_its_indexed_fields() {
             Some("gzip")
         );
         assert_eq!(r.code(), Some(0), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hec_time_is_the_events_own_timestamp_to_the_microsecond() {
+    let hec = Hec::builder(TOKEN).start().await;
+    let (_agent, ingest) = start_agent(&hec, TOKEN, 10, "").await;
+    // 2020-01-02T03:04:05Z is 1577934245 s after the epoch.
+    let body = concat!(
+        r#"{"message":"old","timestamp":"2020-01-02T03:04:05.123456Z"}"#,
+        "\n",
+        r#"{"message":"offset","timestamp":"2020-01-02T05:04:05.000001+02:00"}"#,
+        "\n"
+    );
+    let answer = ingest
+        .post("application/x-ndjson", &[], body.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_for_seqs(&hec, 2).await;
+    let times: Vec<(Value, f64)> = hec
+        .indexed()
+        .iter()
+        .map(|i| (i.event["message"].clone(), i.time.unwrap()))
+        .collect();
+    for (message, want) in [("old", 1577934245.123456), ("offset", 1577934245.000001)] {
+        let (_, got) = times
+            .iter()
+            .find(|(m, _)| m == message)
+            .unwrap_or_else(|| panic!("no {message} in {times:?}"));
+        assert!(
+            (got - want).abs() < 5e-7,
+            "{message}: time {got:.6}, want {want:.6}"
+        );
     }
 }
 
