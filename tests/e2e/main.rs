@@ -24,6 +24,7 @@ mod journald;
 mod monitoring;
 mod outage;
 mod packaging;
+mod platforms;
 mod power_cut;
 mod reload;
 mod responses;
