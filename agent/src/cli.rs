@@ -1,5 +1,5 @@
-//! The command line: `run`, `validate`, `wal inspect|verify|dump|forget-cursor`,
-//! `--version`. This is the binary's edge: errors become messages and exit codes here.
+//! The command line: `run`, `validate`, `status`, `top`, `dead-letter list|replay`,
+//! `verify-stream`, `wal inspect|verify|dump|forget-cursor`, `--version`. This is the binary's edge: errors become messages and exit codes here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,14 +42,23 @@ enum Command {
     /// rate, time to drain and last error; per source the events in; WAL usage and drops.
     /// Exits 1 when delivery is unhealthy.
     ///
-    /// Example: gapless status --api 127.0.0.1:8686
+    /// Example: gapless status --config /etc/gapless/gapless.toml
     Status {
-        /// The agent's API address (`api.address`).
-        #[arg(long, default_value = "127.0.0.1:8686")]
-        api: String,
+        #[command(flatten)]
+        agent: AgentApi,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of a running agent in the terminal: per sink backlog, oldest undelivered
+    /// age, delivery rate with its history, last error and health; per source events/s;
+    /// WAL usage and drops. `q` quits, `Tab`/arrows choose the sink. Exits 1 when the
+    /// agent stops answering.
+    ///
+    /// Example: gapless top --config /etc/gapless/gapless.toml
+    Top {
+        #[command(flatten)]
+        agent: AgentApi,
     },
     /// Batches a destination rejected for good (4xx), kept in data_dir/dead-letter/<sink>/.
     ///
@@ -76,6 +85,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (the .deb installs them already).
+    ///
+    /// Example: gapless completions bash > ~/.local/share/bash-completion/completions/gapless
+    Completions {
+        /// bash, zsh or fish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): gapless(1), or with a subcommand gapless-<subcommand>(1).
+    /// The .deb installs them.
+    ///
+    /// Example: gapless man run | man -l -
+    Man {
+        /// A subcommand (run, validate, status, top, …).
+        subcommand: Option<String>,
+    },
     /// Look into the write-ahead log (stop the agent first: the WAL is locked while it runs).
     ///
     /// Example: gapless wal inspect --data-dir /var/lib/gapless
@@ -83,6 +107,46 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+}
+
+/// How a command finds a running agent: `--api`, else `api.address` of `--config`, else the
+/// default.
+#[derive(Debug, clap::Args)]
+struct AgentApi {
+    /// The config file, for `api.address` (default /etc/gapless/gapless.toml when it exists).
+    #[arg(long, short, env = "GAPLESS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The agent's API address (overrides the config's `api.address`), like 127.0.0.1:8686.
+    #[arg(long)]
+    api: Option<String>,
+}
+
+impl AgentApi {
+    /// The API address to use, without a scheme.
+    fn address(&self) -> Result<String, ExitCode> {
+        if let Some(api) = &self.api {
+            return Ok(api_address(api));
+        }
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        if !explicit && !path.exists() {
+            return Ok("127.0.0.1:8686".into());
+        }
+        match Config::load(&path) {
+            Ok(c) => Ok(c.api.address.to_string()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+}
+
+/// `http://127.0.0.1:8686/` → `127.0.0.1:8686`.
+fn api_address(api: &str) -> String {
+    api.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,8 +232,40 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Validate { config } => validate(config),
         Command::Wal { command } => wal(command),
-        Command::Status { api, json } => status(&api, json),
+        Command::Status { agent, json } => match agent.address() {
+            Ok(api) => status(&api, json),
+            Err(code) => code,
+        },
+        Command::Top { agent } => match agent.address() {
+            Ok(api) => match crate::top::run(&api) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!(
+                    "{e} (is the agent running with api.address = {api:?}?)"
+                )),
+            },
+            Err(code) => code,
+        },
         Command::DeadLetter { command } => dead_letter(command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gapless", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let page = match &subcommand {
+                None => cmd,
+                Some(name) => match cmd.find_subcommand(name) {
+                    Some(sub) => sub.clone().name(format!("gapless-{name}")),
+                    None => return fail(format!("no subcommand {name:?}")),
+                },
+            };
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(page).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("writing the man page: {e}")),
+            }
+        }
         Command::VerifyStream {
             files,
             seq_field,
@@ -256,10 +352,19 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// `gapless run`'s exit status for an invalid config: EX_CONFIG, which the systemd unit does
+/// not restart on (`RestartPreventExitStatus=78`).
+const EXIT_CONFIG: u8 = 78;
+
 fn run(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let config = match Config::load_all(&path) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("gapless: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     init_logging(&config);
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -272,17 +377,29 @@ fn run(path: PathBuf) -> ExitCode {
     };
     match rt.block_on(crate::pipeline::run(config, Some(path))) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once logging runs, the error is said once, as a log line (journald keeps it).
         Err(e) => {
             tracing::error!(error = %e, "gapless cannot run");
-            fail(e)
+            ExitCode::FAILURE
         }
     }
 }
 
 fn validate(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let config = match Config::load_all(&path) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("gapless: {e}");
+            }
+            eprintln!(
+                "gapless: {}: {} problem{}",
+                path.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
     };
     let problems = check_paths(&config);
     for (name, source) in &config.sources {
@@ -291,6 +408,12 @@ fn validate(path: PathBuf) -> ExitCode {
                 eprintln!(
                     "gapless: warning: sources.{name}: {} cannot be read by this user ({e}); it is followed once it can be",
                     path.display(),
+                );
+            }
+            if crate::sources::file::matched_files(c) == 0 {
+                eprintln!(
+                    "gapless: warning: sources.{name}: include {:?} matches no file now; files are followed once they appear",
+                    c.include
                 );
             }
         }

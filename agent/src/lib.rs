@@ -36,9 +36,11 @@ pub mod event;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod progress;
 pub mod reserved;
 pub mod sinks;
 pub mod sources;
+pub mod top;
 pub mod wal_tools;
 
 pub use error::{Error, Result};

@@ -190,6 +190,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api.address)
         .await
         .map_err(|e| Error::io("bind api", config.api.address.to_string(), e))?;
+    // With port 0 the kernel picks one: say which.
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(address = %bound, "api listening");
+    }
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api_task = {
         let app = api::router(api_state.clone());
@@ -391,9 +395,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                 };
                 // Exported from the start at 0, so that an alert on their increase has a
                 // series to look at before the first event.
-                let label = crate::metrics::SinkLabel { sink: name.clone() };
-                let _ = metrics.sink_watchdog_restarts.get_or_create(&label);
-                let _ = metrics.sink_retries.get_or_create(&label);
+                metrics.init_sink(&name);
                 let ctx = SinkContext {
                     name: name.clone(),
                     cursor,

@@ -83,7 +83,10 @@ pub fn inspect(data_dir: &Path, out: &mut dyn Write) -> Result<()> {
 /// free of damage (a dirty tail is not damage).
 pub fn verify(data_dir: &Path, out: &mut dyn Write) -> Result<bool> {
     let wal = open_read_only(data_dir)?;
-    let report = wal.verify()?;
+    let spinner = crate::progress::spinner("checking every record of the WAL");
+    let report = wal.verify();
+    spinner.finish_and_clear();
+    let report = report?;
     for seg in &report.segments {
         if seg.header_damaged {
             let _ = writeln!(
@@ -163,6 +166,9 @@ pub fn dump(
     out: &mut dyn Write,
 ) -> Result<()> {
     let wal = open_read_only(data_dir)?;
+    let start = from.unwrap_or(0).max(1);
+    let available = wal.next_seq().saturating_sub(start);
+    let pb = crate::progress::bar(limit.unwrap_or(available).min(available), "dumping records");
     let mut reader = wal.reader_from(from.unwrap_or(0));
     let mut left = limit.unwrap_or(u64::MAX);
     while left > 0 {
@@ -188,11 +194,13 @@ pub fn dump(
                 }
             };
             let _ = writeln!(out, "{line}");
+            pb.inc(1);
             if left == 0 {
                 break;
             }
         }
     }
+    pb.finish_and_clear();
     Ok(())
 }
 

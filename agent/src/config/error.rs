@@ -46,9 +46,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Turns a TOML/serde error into one naming the key and line.
+/// Turns a TOML/serde error into one naming the key and line, in words a user knows:
+/// "expected a whole number" rather than `usize`, "did you mean `include`?" rather than
+/// every key any type takes, and for a table header without its `]` that line and no key.
 pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let reason = e.message().trim().to_string();
+    let reason = plain_reason(e.message().trim());
+    if let Some(line) = unclosed_header(text, e.span().map(|s| s.start)) {
+        let header = text.lines().nth(line - 1).unwrap_or("").trim();
+        return ConfigError {
+            file: None,
+            line: Some(line),
+            key: String::new(),
+            reason: format!("table header {header:?} is not closed: write it as [name]"),
+        };
+    }
     let Some(span) = e.span() else {
         return ConfigError {
             file: None,
@@ -58,10 +69,17 @@ pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         };
     };
     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    let table = table_at(text, line);
+    // An unknown table (`[apii]`) is a field of the table above its name, not of itself.
+    let table = match text.lines().nth(line - 1).and_then(header_path) {
+        Some(mut path) => {
+            path.pop();
+            path
+        }
+        None => table_at(text, line),
+    };
     // For an unknown field serde names it; the span may cover the whole table.
     let named = reason
-        .strip_prefix("unknown field `")
+        .strip_prefix("unknown key `")
         .and_then(|r| r.split('`').next())
         .map(str::to_string);
     let line_start = text[..span.start.min(text.len())]
@@ -101,6 +119,86 @@ pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         key,
         reason,
     }
+}
+
+/// The line of a table header without its closing `]` at or before `at` (the error's
+/// position), if there is one: the parser notices it later, on some other line.
+fn unclosed_header(text: &str, at: Option<usize>) -> Option<usize> {
+    let upto = at.map_or(text.len(), |a| {
+        text[a.min(text.len())..]
+            .find('\n')
+            .map_or(text.len(), |n| a + n)
+    });
+    text[..upto]
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.split('#').next().unwrap_or("").trim();
+            t.starts_with('[') && !t.ends_with(']')
+        })
+        .map(|(i, _)| i + 1)
+        .last()
+}
+
+/// serde's message in a user's words: Rust type names become what to write, and the list of
+/// every key any type takes becomes the nearest key, if one is near.
+fn plain_reason(message: &str) -> String {
+    let mut reason = message.to_string();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list like [\"a\", \"b\"]"),
+        (
+            "expected a map",
+            "expected a table like { key = \"value\" }",
+        ),
+    ] {
+        if let Some(at) = reason.find(rust) {
+            reason.replace_range(at..at + rust.len(), plain);
+        }
+    }
+    if let Some(rest) = reason.strip_prefix("invalid type: string \"") {
+        if let Some(value) = rest.split('"').next() {
+            if value.parse::<f64>().is_ok() && reason.contains("number") {
+                reason.push_str(&format!(" (write it without quotes: {value})"));
+            }
+        }
+    }
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let nearest = known
+            .iter()
+            .map(|k| (edit_distance(field, k), *k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+            .min();
+        reason = match nearest {
+            Some((_, k)) => format!("unknown key `{field}`: did you mean `{k}`?"),
+            None => format!("unknown key `{field}`"),
+        };
+    }
+    reason
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The key path that a value at column `col` of `line` belongs to, following inline tables:

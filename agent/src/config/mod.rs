@@ -503,17 +503,30 @@ pub struct ElasticsearchConfig {
 }
 
 impl Config {
-    /// Reads, substitutes and validates the config file.
+    /// Reads, substitutes and validates the config file. The first problem, if any (see
+    /// [`Config::load_all`] for every one).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_path_buf()),
-            line: None,
-            key: String::new(),
-            reason: format!("cannot read the config file: {e}"),
+        Self::load_all(path).map_err(first)
+    }
+
+    /// Reads, substitutes and validates the config file, reporting every problem found.
+    pub fn load_all(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                file: Some(path.to_path_buf()),
+                line: None,
+                key: String::new(),
+                reason: format!("cannot read the config file: {e}"),
+            }]
         })?;
-        Self::parse(&text).map_err(|mut e| {
-            e.file = Some(path.to_path_buf());
-            e
+        Self::parse_all_with_env(&text, |k| std::env::var(k).ok()).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.file = Some(path.to_path_buf());
+                    e
+                })
+                .collect()
         })
     }
 
@@ -527,23 +540,69 @@ impl Config {
         text: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = env::substitute(text, lookup)?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(&text, &e))?;
+        Self::parse_all_with_env(text, lookup).map_err(first)
+    }
+
+    /// Like [`Config::parse_with_env`], reporting every problem found.
+    pub fn parse_all_with_env(
+        text: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let text = env::substitute(text, lookup).map_err(|e| vec![e])?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| vec![toml_error(&text, &e)])?;
         validate(raw, &text)
     }
 }
 
-/// Checks what parsing cannot: that the data directory is writable, that files named by
-/// the config are readable. Returns every problem found.
+/// Whether this user could write into `dir`, or create it (its nearest existing ancestor
+/// is writable), asked of the kernel without touching anything.
+fn can_write_dir(dir: &Path) -> Result<(), String> {
+    use rustix::fs::{access, Access};
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if !m.is_dir() => return Err(format!("{} is not a directory", at.display())),
+            Ok(_) => {
+                return access(at, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+                    if at == dir {
+                        format!("is not writable by this user: {e}")
+                    } else {
+                        format!(
+                            "does not exist and cannot be created in {}: {e}",
+                            at.display()
+                        )
+                    }
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) => at = parent,
+                None => return Err("no existing parent directory".into()),
+            },
+            Err(e) => return Err(format!("cannot be checked: {e}")),
+        }
+    }
+}
+
+fn first(mut errors: Vec<ConfigError>) -> ConfigError {
+    if errors.is_empty() {
+        ConfigError {
+            file: None,
+            line: None,
+            key: String::new(),
+            reason: "invalid config".into(),
+        }
+    } else {
+        errors.swap_remove(0)
+    }
+}
+
+/// Checks what parsing cannot: that the data directory is writable (or can be created),
+/// that files named by the config are readable. Returns every problem found. Changes
+/// nothing on the system: no directory is created, no file written.
 pub fn check_paths(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
-    let dir = &config.data_dir;
-    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| {
-        let probe = dir.join(".gapless-write-test");
-        std::fs::write(&probe, b"")?;
-        std::fs::remove_file(&probe)
-    }) {
-        problems.push(format!("data_dir {} is not writable: {e}", dir.display()));
+    if let Err(why) = can_write_dir(&config.data_dir) {
+        problems.push(format!("data_dir {}: {why}", config.data_dir.display()));
     }
     let readable = |what: &str, p: &Path, problems: &mut Vec<String>| {
         if let Err(e) = std::fs::File::open(p) {

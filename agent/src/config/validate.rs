@@ -13,74 +13,98 @@ use super::{
     ReadFrom, SourceConfig, SyslogMode, SyslogSourceConfig, SyslogTls,
 };
 
-pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
+/// Every problem of the config, not just the first: each section, source and sink is
+/// checked on its own, so `gapless validate` can list them all.
+pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<ConfigError>> {
     let c = Checker { text };
+    let mut errors = Vec::new();
     let data_dir = raw
         .data_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/gapless"));
     let api_address = raw.api.address.as_deref().unwrap_or("127.0.0.1:8686");
-    let api = ApiConfig {
-        address: api_address.parse().map_err(|e| {
+    let api = api_address
+        .parse()
+        .map(|address| ApiConfig { address })
+        .map_err(|e| {
             c.err(
                 &["api", "address"],
                 format!("{api_address:?} is not an address like 127.0.0.1:8686: {e}"),
             )
-        })?,
-    };
-    let wal = validate_wal(&raw.wal, &c)?;
-    let log = LogConfig {
-        json: match raw.log.format.as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => {
-                return Err(c.err(
-                    &["log", "format"],
-                    format!("{other:?} is not one of text, json"),
-                ))
-            }
-        },
-        level: raw.log.level.unwrap_or_else(|| "info".into()),
+        });
+    let wal = validate_wal(&raw.wal, &c);
+    let log_json = match raw.log.format.as_deref() {
+        None | Some("text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(c.err(
+            &["log", "format"],
+            format!("{other:?} is not one of text, json"),
+        )),
     };
     if let Some(id) = &raw.agent_id {
         if id.trim().is_empty() {
-            return Err(c.err(&["agent_id"], "must not be empty"));
+            errors.push(c.err(&["agent_id"], "must not be empty"));
         }
     }
     let mut sources = BTreeMap::new();
+    let mut source_names = Vec::new();
     for (name, s) in raw.sources {
-        check_name(&c, "sources", &name)?;
-        sources.insert(name.clone(), validate_source(&name, s, &c)?);
+        source_names.push(name.clone());
+        match check_name(&c, "sources", &name).and_then(|()| validate_source(&name, s, &c)) {
+            Ok(source) => {
+                sources.insert(name, source);
+            }
+            Err(e) => errors.push(e),
+        }
     }
     let mut sinks = BTreeMap::new();
+    let sink_count = raw.sinks.len();
     for (name, s) in raw.sinks {
-        check_name(&c, "sinks", &name)?;
-        let sink = validate_sink(&name, s, &c)?;
+        let sink = match check_name(&c, "sinks", &name).and_then(|()| validate_sink(&name, s, &c)) {
+            Ok(sink) => sink,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         for input in &sink.inputs {
-            if !sources.contains_key(input) {
-                return Err(c.err(
+            if !source_names.contains(input) {
+                errors.push(c.err(
                     &["sinks", &name, "inputs"],
                     format!(
                         "no source named {input:?} (sources: {})",
-                        sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                        source_names.join(", ")
                     ),
                 ));
             }
         }
         sinks.insert(name, sink);
     }
-    if sources.is_empty() {
-        return Err(c.err(&["sources"], "at least one source is needed"));
+    if source_names.is_empty() {
+        errors.push(c.err(&["sources"], "at least one source is needed"));
     }
-    if sinks.is_empty() {
-        return Err(c.err(&["sinks"], "at least one sink is needed"));
+    if sink_count == 0 {
+        errors.push(c.err(&["sinks"], "at least one sink is needed"));
     }
     let stdin = sources
         .values()
         .filter(|s| matches!(s, SourceConfig::Stdin))
         .count();
     if stdin > 1 {
-        return Err(c.err(&["sources"], "only one stdin source is possible"));
+        errors.push(c.err(&["sources"], "only one stdin source is possible"));
     }
+    let (api, wal, json) = match (api, wal, log_json) {
+        (Ok(api), Ok(wal), Ok(json)) if errors.is_empty() => (api, wal, json),
+        (api, wal, json) => {
+            // In the order of the file: api, wal, log come first in most configs.
+            let mut all: Vec<ConfigError> = [api.err(), wal.err(), json.err()]
+                .into_iter()
+                .flatten()
+                .chain(errors)
+                .collect();
+            all.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(all);
+        }
+    };
     Ok(Config {
         data_dir,
         agent_id: raw.agent_id,
@@ -89,7 +113,10 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError
             .map_or(Duration::from_secs(10), |d| d.0),
         api,
         wal,
-        log,
+        log: LogConfig {
+            json,
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        },
         sources,
         sinks,
     })

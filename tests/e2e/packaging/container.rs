@@ -2,11 +2,10 @@
 //! the environment alone (no Docker engine here: the image itself is not built), and the
 //! Dockerfile's runtime stage says what the README promises.
 
-use std::ffi::OsStr;
 use std::net::SocketAddr;
 
 use super::read;
-use crate::harness::agent::{run_command_async, run_command_with_env};
+use crate::harness::agent::run_command_with_env;
 use crate::harness::*;
 
 /// The image's `data_dir`, the one line the test replaces.
@@ -76,9 +75,11 @@ async fn container_config_runs_the_binary_configured_from_the_environment_alone(
             "a request without GAPLESS_TOKEN"
         );
     }
-    // The HEALTHCHECK's command, pointed at this agent's API.
+    // The HEALTHCHECK's command as the image runs it: `status --config` with the image's
+    // environment, so it follows GAPLESS_API wherever that puts the API.
+    let health = ["status".as_ref(), "--config".as_ref(), copy.as_os_str()];
     let (status, stdout, stderr) =
-        run_command_async(&["status".as_ref(), "--api".as_ref(), OsStr::new(&api_text)]).await;
+        tokio::task::block_in_place(|| run_command_with_env(&health, &env));
     assert!(
         status.success(),
         "gapless status on a healthy agent ({status}): {stdout}{stderr}"
@@ -157,6 +158,10 @@ fn dockerfile_runs_non_root_with_a_wal_volume_sigterm_a_healthcheck_and_ca_certi
     assert!(
         health.contains("CMD") && !health.starts_with("NONE"),
         "HEALTHCHECK {health}"
+    );
+    assert!(
+        health.contains("--config") && !health.contains("8686"),
+        "the HEALTHCHECK must find the API where GAPLESS_API puts it: {health}"
     );
     assert!(
         all("RUN")

@@ -74,8 +74,18 @@ fn systemd_unit_restarts_always_reloads_with_sighup_outwaits_the_shutdown_and_is
     };
 
     assert_eq!(last("Restart"), "always");
+    // An invalid config (GAPLESS_ENDPOINT not set yet) exits 78 and is not restarted.
+    assert_eq!(last("RestartPreventExitStatus"), "78");
+    assert!(
+        Config::parse_with_env(&read("gapless.toml"), |_| None).is_err(),
+        "the shipped config must refuse to run before GAPLESS_ENDPOINT is set"
+    );
     // The shipped config's shutdown_timeout (10s unless it sets one) must run out first.
-    let shipped = Config::parse_with_env(&read("gapless.toml"), |_| None)
+    let endpoint = |k: &str| {
+        matches!(k, "GAPLESS_ENDPOINT" | "GAPLESS_TOKEN")
+            .then(|| "https://x.invalid/in".to_string())
+    };
+    let shipped = Config::parse_with_env(&read("gapless.toml"), endpoint)
         .unwrap_or_else(|e| panic!("packaging/gapless.toml: {e}"));
     let shutdown = shipped.shutdown_timeout.max(Duration::from_secs(10));
     let stop = timespan(last("TimeoutStopSec"));

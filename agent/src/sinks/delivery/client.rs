@@ -49,9 +49,13 @@ pub fn build_client(name: &str, cfg: &DeliveryConfig) -> Result<reqwest::Client>
     b.build().map_err(|e| err(format!("HTTP client: {e}")))
 }
 
-/// The error and its causes, without URLs that might carry credentials.
+/// The error and its causes, with the URL shown as scheme, host, port and path only — a
+/// user name, password or query (which may carry a token) never reaches a log line.
 pub fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = e.without_url_ref().to_string();
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), &safe_url(url));
+    }
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
         s.push_str(": ");
@@ -61,16 +65,25 @@ pub fn error_chain(e: &reqwest::Error) -> String {
     s
 }
 
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
+/// `https://host:port/path`, without credentials, query or fragment.
+pub fn safe_url(url: &reqwest::Url) -> String {
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(url.path());
+    out
 }
 
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(url) = self.url() {
-            s = s.replace(url.as_str(), "<uri>");
-        }
-        s
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_credentials_or_query() {
+        let url =
+            reqwest::Url::parse("https://user:secret@logs.example.com:8443/ingest?token=abc#x")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(safe_url(&url), "https://logs.example.com:8443/ingest");
     }
 }

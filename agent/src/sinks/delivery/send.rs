@@ -573,7 +573,24 @@ impl<P: Platform> Sender<P> {
                     break;
                 }
                 let wait = self.policy().backoff(refusals);
-                tracing::error!(sink = %self.name, first_seq = request.first_seq, last_seq = request.last_seq, retry_in_ms = wait.as_millis() as u64, "the platform refused the dead-letter notice; retrying (the events themselves are in the dead-letter queue)");
+                let why = match &done {
+                    Final::Rejected(r) => format!("HTTP {} {} {}", r.status, r.error, r.response),
+                    Final::TooLarge => "HTTP 413".to_string(),
+                    Final::Items(_) => "some notices refused".to_string(),
+                    Final::Delivered => String::new(),
+                };
+                let why: String = why.chars().take(300).collect();
+                tracing::error!(sink = %self.name, first_seq = request.first_seq, last_seq = request.last_seq, error = %why, retry_in_ms = wait.as_millis() as u64, "the platform refused the dead-letter notice; retrying (the events themselves are in the dead-letter queue)");
+                // Visible in /status and /health/delivery: the sink is held by this notice.
+                self.failed(
+                    refusals,
+                    &format!(
+                        "dead-letter notice for seqs {}..={} refused: {why}",
+                        request.first_seq, request.last_seq
+                    ),
+                    wait,
+                    false,
+                );
                 refusals = refusals.saturating_add(1);
                 if !self.pause(wait).await {
                     return Err(Stop::Shutdown);

@@ -37,6 +37,7 @@ impl Source {
         self.scans += 1;
         let mark = self.scans;
         let mut found = self.matcher.find();
+        self.note_matches(found.paths.len(), now);
         let mut seen_ids = HashSet::new();
         let mut renamed: HashMap<u64, PathBuf> = HashMap::new();
         let mut new_paths = Vec::new();
@@ -110,7 +111,7 @@ impl Source {
                     lost_track.push(key);
                     continue;
                 }
-                tracing::warn!(
+                tracing::info!(
                     source = %self.name,
                     path = %f.path.display(),
                     offset = f.read,
@@ -434,7 +435,7 @@ impl Source {
             match f.poll(now, &mut self.head, &mut self.scratch) {
                 Change::None => {}
                 Change::Truncated { was_at } => {
-                    tracing::warn!(
+                    tracing::info!(
                         source = %self.name,
                         path = %f.path.display(),
                         offset = was_at,
@@ -453,7 +454,7 @@ impl Source {
                     self.dirty = true;
                 }
                 Change::Deleted => {
-                    tracing::warn!(
+                    tracing::info!(
                         source = %self.name,
                         path = %f.path.display(),
                         offset = f.read,

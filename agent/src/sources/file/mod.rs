@@ -110,6 +110,15 @@ pub fn unreadable(config: &FileSourceConfig) -> Vec<(PathBuf, std::io::Error)> {
     out
 }
 
+/// How many files `config`'s globs match now (for `gapless validate`'s warning about an
+/// `include` that matches nothing).
+pub fn matched_files(config: &FileSourceConfig) -> usize {
+    Matcher::new(&config.include, &config.exclude)
+        .find()
+        .paths
+        .len()
+}
+
 /// Follows the files of `config` until shutdown.
 pub async fn run(mut ctx: SourceContext, config: FileSourceConfig) -> crate::Result<()> {
     let mut source = Source::open(&ctx, config)?;
@@ -168,7 +177,14 @@ struct Source {
     store_failing: bool,
     /// Bytes of files deleted before they were read to their end, not yet reported.
     lost_bytes: u64,
+    /// Since when the globs match no file (and none is followed), and whether that was
+    /// said: a source that reads nothing must not look healthy in silence.
+    matched_nothing_since: Option<Instant>,
+    warned_nothing: bool,
 }
+
+/// How long a file source may match no file before it says so.
+const NOTHING_MATCHED_WARNING: Duration = Duration::from_secs(60);
 
 impl Source {
     fn open(ctx: &SourceContext, config: FileSourceConfig) -> crate::Result<Self> {
@@ -219,10 +235,30 @@ impl Source {
             next_poll: Instant::now(),
             paused_until: None,
             lost_bytes: 0,
+            matched_nothing_since: None,
+            warned_nothing: false,
             dirty: false,
             last_save: None,
             store_failing: false,
         })
+    }
+
+    /// Warns once when the globs have matched no file for a minute, and says when they
+    /// match again.
+    fn note_matches(&mut self, matched: usize, now: Instant) {
+        if matched > 0 || !self.files.is_empty() {
+            if self.warned_nothing {
+                tracing::info!(source = %self.name, files = matched, "include matches files again");
+            }
+            self.matched_nothing_since = None;
+            self.warned_nothing = false;
+            return;
+        }
+        let since = *self.matched_nothing_since.get_or_insert(now);
+        if !self.warned_nothing && now.duration_since(since) >= NOTHING_MATCHED_WARNING {
+            self.warned_nothing = true;
+            tracing::warn!(source = %self.name, include = ?self.config.include, exclude = ?self.config.exclude, "include has matched no file for a minute: this source reads nothing (check the globs and that the files exist)");
+        }
     }
 
     /// The loop: scan and poll when due, take finished appends, read the next chunk of
