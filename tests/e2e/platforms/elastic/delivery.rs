@@ -224,15 +224,13 @@ async fn a_node_going_down_mid_stream_is_failed_over_to_the_other() {
     assert_stored_once(&wait_for_events(&second, &s.agent_id, 40).await, &all);
 }
 
-// Crash: SIGKILL at moments that vary and while the cluster holds a batch it has already
-// stored (slow answers, and answers lost after indexing), so that the restarted agent sends
-// stored batches again.
-#[tokio::test(flavor = "multi_thread")]
-async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
+/// Kills the agent 12 times while it delivers 1,500 events to a slow cluster: at moments
+/// that vary, while the cluster holds a batch it has stored, and after an answer was lost;
+/// then checks that every seq is stored exactly once. `extra` goes into the sink's table.
+async fn kill_9_mid_delivery(es: &Elastic, extra: &str) {
     const KILLS: usize = 12;
-    let es = cluster().await;
     es.set_fault(Fault::Slow(Duration::from_millis(200)));
-    let mut s = start(&[es.url()], 50, &api_key_auth()).await;
+    let mut s = start(&[es.url()], 50, &format!("{}\n{extra}", api_key_auth())).await;
     let lines = numbered_lines("es kill9", 0, 1500);
     s.ingest.post_ok(&lines).await;
     for kill in 0..KILLS {
@@ -259,7 +257,7 @@ async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
         s.agent.restart().await;
     }
     es.set_fault(Fault::None);
-    let events = wait_for_events(&es, &s.agent_id, lines.len()).await;
+    let events = wait_for_events(es, &s.agent_id, lines.len()).await;
     assert_stored_once(&events, &lines);
     let conflicts = es
         .requests()
@@ -271,8 +269,27 @@ async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
         conflicts > 0,
         "no stored batch was sent again, so de-duplication went untested"
     );
-    assert_seqs_covered_once(&es, &s.agent_id);
+    assert_seqs_covered_once(es, &s.agent_id);
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+}
+
+// Crash: SIGKILL at moments that vary and while the cluster holds a batch it has already
+// stored (slow answers, and answers lost after indexing), so that the restarted agent sends
+// stored batches again.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_kill_9_mid_delivery_leaves_every_seq_stored_exactly_once() {
+    kill_9_mid_delivery(&cluster().await, "").await;
+}
+
+// Crash: as above, with four requests in flight and items answered 429 on their first
+// arrival, so that kills also land between an item's refusal and its resend.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_kill_9_with_concurrent_requests_and_item_retries_stores_every_seq_once() {
+    let es = cluster().await;
+    es.reject_items(429, 1, |d| {
+        d.get("gapless").is_none() && d["seq"].as_u64().is_some_and(|s| s.is_multiple_of(13))
+    });
+    kill_9_mid_delivery(&es, "concurrency = 4").await;
 }
 
 // ECS-formatted logs carry their own `@timestamp` (and may carry `agent_id`): written next to
