@@ -31,7 +31,7 @@ async fn basic_auth_from_a_password_file_is_sent_as_basic_credentials_into_the_c
 async fn the_api_key_never_appears_in_the_agents_output_even_while_it_is_refused() {
     // The cluster does not know the agent's key yet: every request is answered 401.
     let es = Elastic::start(Settings::default().api_key(&encoded_api_key("other", "key"))).await;
-    let builder = Agent::builder().env("GAPLESS_LOG", "debug");
+    let builder = Agent::builder().env("GAPLESS_LOG", "trace");
     let key_file = builder.path("es.key");
     std::fs::write(&key_file, format!("{}\n", key())).unwrap();
     let auth = format!(
@@ -61,6 +61,10 @@ async fn the_api_key_never_appears_in_the_agents_output_even_while_it_is_refused
     es.accept_api_key(&key());
     assert_stored_once(&wait_for_events(&es, &s.agent_id, 20).await, &lines);
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
+    assert!(
+        s.agent.stderr_text().contains("TRACE"),
+        "GAPLESS_LOG=trace took no effect, so the check below proves little"
+    );
     let secret = key();
     for (what, text) in [
         ("stderr", s.agent.stderr_text()),
