@@ -287,16 +287,21 @@ impl Elastic {
             tls,
             data: Mutex::new(Data::default()),
         });
-        Self::bind(cluster).await
+        Self::bind(cluster, 0).await
     }
 
     /// Another node of this cluster, on its own port, answering without faults.
     pub async fn join(&self) -> Elastic {
-        Self::bind(self.cluster.clone()).await
+        Self::bind(self.cluster.clone(), 0).await
     }
 
-    async fn bind(cluster: Arc<Cluster>) -> Elastic {
-        let listener = TcpListener::bind("127.0.0.1:0")
+    /// [`Elastic::join`] on 127.0.0.1:`port` (a node coming back where it was).
+    pub async fn join_on(&self, port: u16) -> Elastic {
+        Self::bind(self.cluster.clone(), port).await
+    }
+
+    async fn bind(cluster: Arc<Cluster>, port: u16) -> Elastic {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the Elasticsearch node");
         let addr = listener.local_addr().expect("the node's address");

@@ -273,6 +273,32 @@ async fn kill_9_mid_delivery(es: &Elastic, extra: &str) {
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_every_node_down_events_wait_and_arrive_once_a_node_is_back() {
+    // A node outside the endpoints, to look into the cluster.
+    let es = cluster().await;
+    let (a, b) = (free_port(), free_port());
+    let s = start(
+        &[
+            format!("http://127.0.0.1:{a}"),
+            format!("http://127.0.0.1:{b}"),
+        ],
+        10,
+        &api_key_auth(),
+    )
+    .await;
+    let lines = numbered_lines("es all down", 0, 30);
+    s.ingest.post_ok(&lines).await;
+    wait_for_status(&s.agent, "a last_error while no node answers", |st| {
+        st["sinks"]["search"]["last_error"].is_string()
+    })
+    .await;
+    assert!(es.documents().is_empty());
+    let _back = es.join_on(b).await;
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 30).await, &lines);
+    assert!(es.documents().iter().all(|d| d.node == b));
+}
+
 // Crash: SIGKILL at moments that vary and while the cluster holds a batch it has already
 // stored (slow answers, and answers lost after indexing), so that the restarted agent sends
 // stored batches again.
