@@ -72,6 +72,33 @@ async fn items_answered_429_or_503_are_sent_again_alone_until_stored() {
     assert!(dead_letter_files(s.agent.data_dir()).is_empty());
 }
 
+// One event the cluster keeps answering 429 holds the cursor: the sink must say so through
+// /health/delivery, and recover by itself once the item is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_refused_with_429_again_and_again_raises_the_alarm_until_it_is_stored() {
+    let es = cluster().await;
+    es.reject_items(429, 12, |d| d["seq"] == 5);
+    let s = start(
+        &[es.url()],
+        10,
+        &format!("{}\nalert_after = \"1s\"", api_key_auth()),
+    )
+    .await;
+    let lines = numbered_lines("es stuck item", 0, 10);
+    s.ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery to turn 503", async || {
+        s.agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    assert!(events_by_seq(&es, &s.agent_id).len() < 10);
+    assert_stored_once(&wait_for_events(&es, &s.agent_id, 10).await, &lines);
+    wait_until(SHORT, "/health/delivery to turn 200 again", async || {
+        s.agent.api_get("/health/delivery").await.0 == 200
+    })
+    .await;
+    assert_eq!(statuses(&es, &s.agent_id, 5).len(), 13);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_item_answered_409_counts_as_delivered_and_the_stored_document_is_kept() {
     let es = cluster().await;
