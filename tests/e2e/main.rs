@@ -23,6 +23,7 @@ mod http_source;
 mod journald;
 mod outage;
 mod packaging;
+mod platforms;
 mod power_cut;
 mod reload;
 mod responses;

@@ -16,6 +16,7 @@ pub mod http1;
 pub mod journal;
 pub mod lines;
 pub mod logfile;
+pub mod platforms;
 pub mod receiver;
 pub mod reload;
 pub mod snippets;
