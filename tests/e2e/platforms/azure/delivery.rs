@@ -1,0 +1,419 @@
+//! The sink delivers to the Logs Ingestion API as documented: every seq stored, calls
+//! within 1 MiB, one token for many calls, renewed before it expires and after a 401, an
+//! Entra ID outage turned into a delay with a reason on `/health/delivery`, old
+//! `TimeGenerated` kept in `TimeOriginal`, and the secret never in a log.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::harness::agent::{run_command, wait_for_status};
+use crate::harness::platforms::azure::{rfc3339, Fault, CLIENT_ID, MAX_CALL_BYTES, TENANT};
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_is_stored_as_a_row_with_time_generated_and_one_token_serves_every_call() {
+    let azure = Azure::start().await;
+    let (agent, ingest) = start_agent(&azure, "max_events = 100", "").await;
+    let lines = numbered_lines("azure delivery", 0, 3000);
+    for chunk in lines.chunks(500) {
+        ingest.post_ok(chunk).await;
+    }
+    azure.wait_for_rows(lines.len(), DELIVERY).await;
+    assert_no_hole(&azure, lines.len() as u64, "after delivery");
+    check_delivery(&lines, &azure.rows()).assert_nothing_lost();
+    assert_protocol_kept(&azure);
+
+    let agent_id = agent.status_json().await["agent_id"].clone();
+    for row in azure.unique_rows() {
+        let time = row["TimeGenerated"].as_str().unwrap_or_default();
+        assert!(
+            rfc3339::parse(time).is_some() && time.ends_with('Z') && time.len() == 27,
+            "TimeGenerated is not RFC 3339 UTC with microseconds: {row}"
+        );
+        assert_eq!(row["agent_id"], agent_id, "{row}");
+        assert!(
+            row["TimeOriginal"].is_null(),
+            "a fresh event with TimeOriginal: {row}"
+        );
+    }
+    let calls = azure.requests().len();
+    assert!(
+        calls >= 30,
+        "3000 lines in batches of 100 took only {calls} calls"
+    );
+    assert_eq!(
+        azure.tokens_issued(),
+        1,
+        "one token (valid an hour) should serve all {calls} calls; {}",
+        azure.summary()
+    );
+    let token = &azure.token_requests()[0];
+    assert_eq!(token.path, format!("/{TENANT}/oauth2/v2.0/token"));
+    assert_eq!(token.form["grant_type"], "client_credentials");
+    assert_eq!(token.form["client_id"], CLIENT_ID);
+    assert_eq!(token.form["client_secret"], CLIENT_SECRET);
+    assert!(
+        token.form["scope"].ends_with("/.default"),
+        "{:?}",
+        token.form
+    );
+    assert!(
+        azure
+            .requests()
+            .iter()
+            .all(|r| r.headers.get("content-encoding").map(String::as_str) == Some("gzip")),
+        "calls not gzipped by default"
+    );
+    assert_secret_not_logged(&agent);
+}
+
+// Tokens that live 4 s: the agent must renew at half their life, before they expire, so
+// that no call is refused for an expired token; a token the platform stops honouring (a
+// 401) is replaced at once and the refused call sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_renewed_before_it_expires_and_after_a_401() {
+    let azure = Azure::start().await;
+    azure.set_token_lifetime(4, true);
+    let (_agent, ingest) = start_agent(&azure, "max_events = 100", "").await;
+    let started = Instant::now();
+    let mut posted = 0;
+    wait_until(DELIVERY, "a third token", async || {
+        ingest
+            .post_ok(&numbered_lines("azure renew", posted, 5))
+            .await;
+        posted += 5;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        azure.tokens_issued() >= 3
+    })
+    .await;
+    azure.wait_for_rows(posted, DELIVERY).await;
+    let expired: Vec<_> = azure
+        .requests()
+        .into_iter()
+        .filter(|r| r.error_code.as_deref() == Some("TokenExpired"))
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "{} calls were made with an expired token (renewal is due at half its 4 s life); {}",
+        expired.len(),
+        azure.summary()
+    );
+    let per_second = azure.tokens_issued() as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        per_second < 1.0,
+        "{} tokens in {:?}: a token per call rather than one per half-life",
+        azure.tokens_issued(),
+        started.elapsed()
+    );
+
+    let short_lived = azure.tokens_issued();
+    azure.set_token_lifetime(3599, false);
+    wait_until(SHORT, "a token of an hour", async || {
+        ingest
+            .post_ok(&numbered_lines("azure hour", posted, 1))
+            .await;
+        posted += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        azure.tokens_issued() > short_lived
+    })
+    .await;
+    azure.wait_for_rows(posted, DELIVERY).await;
+    let issued = azure.tokens_issued();
+    azure.revoke_tokens();
+    let after = numbered_lines("azure revoked", 0, 20);
+    ingest.post_ok(&after).await;
+    azure.wait_for_rows(posted + after.len(), DELIVERY).await;
+    let requests = azure.requests();
+    assert!(
+        requests.iter().any(|r| r.status() == Some(401)),
+        "no call was refused after the revocation; {}",
+        azure.summary()
+    );
+    assert!(
+        azure.tokens_issued() > issued,
+        "no new token after a 401; {}",
+        azure.summary()
+    );
+    check_delivery(&after, &azure.rows()).assert_nothing_lost();
+}
+
+// Entra ID down (connections reset), then refusing the app (401 invalid_client), then
+// back: nothing is lost, and /health/delivery says why the sink is stuck meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_or_refusing_token_endpoint_is_a_delay_with_a_reason_on_delivery_health() {
+    let azure = Azure::start().await;
+    azure.set_token_fault(Some(Fault::Reset));
+    let (agent, ingest) = start_agent(
+        &azure,
+        "max_events = 50",
+        "alert_after = \"1s\"\nalert_after_failed_requests = 3",
+    )
+    .await;
+    let lines = numbered_lines("azure entra down", 0, 200);
+    ingest.post_ok(&lines).await;
+    let reasons = wait_for_unhealthy(&agent).await;
+    assert!(
+        azure.requests().is_empty(),
+        "a call without a token: {}",
+        azure.summary()
+    );
+
+    azure.set_token_fault(Some(Fault::Status(401)));
+    let refused_before = azure.token_requests().len();
+    wait_until(
+        SHORT,
+        "token requests refused with invalid_client",
+        async || azure.token_requests().len() > refused_before + 1,
+    )
+    .await;
+    let refused = wait_for_reason(&agent, "invalid_client").await;
+
+    azure.set_token_fault(None);
+    azure.wait_for_rows(lines.len(), DELIVERY).await;
+    wait_until(DELIVERY, "/health/delivery healthy again", async || {
+        agent.api_get("/health/delivery").await.0 == 200
+    })
+    .await;
+    check_delivery(&lines, &azure.rows()).assert_nothing_lost();
+    assert_protocol_kept(&azure);
+    assert_secret_not_logged(&agent);
+    eprintln!("reasons while down: {reasons}; while refused: {refused}");
+}
+
+/// Waits until `/health/delivery` answers 503 with a reason for the sink; returns the
+/// reasons.
+async fn wait_for_unhealthy(agent: &Agent) -> Value {
+    let mut last = Value::Null;
+    wait_until(SHORT, "/health/delivery 503 for the sink", async || {
+        let (code, body) = agent.api_get("/health/delivery").await;
+        last = serde_json::from_str(&body).unwrap_or(Value::Null);
+        code == 503 && last["sinks"][SINK]["healthy"] == false
+    })
+    .await;
+    let reasons = last["sinks"][SINK]["reasons"].clone();
+    assert!(
+        reasons.as_array().is_some_and(|r| !r.is_empty()),
+        "unhealthy without a reason: {last:#}"
+    );
+    reasons
+}
+
+/// Waits until a reason of the sink on `/health/delivery` mentions `words`.
+async fn wait_for_reason(agent: &Agent, words: &str) -> Value {
+    let mut last = Value::Null;
+    let found = async || {
+        let (_, body) = agent.api_get("/health/delivery").await;
+        last = serde_json::from_str(&body).unwrap_or(Value::Null);
+        last["sinks"][SINK]["reasons"].to_string().contains(words)
+    };
+    let deadline = Instant::now() + SHORT;
+    let mut found = found;
+    while !found().await {
+        assert!(
+            Instant::now() < deadline,
+            "/health/delivery never said {words:?}; last: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last["sinks"][SINK]["reasons"].clone()
+}
+
+/// `count` lines of `len` bytes that gzip cannot shrink much (hex of a xorshift stream).
+fn incompressible_lines(prefix: &str, count: usize, len: usize) -> Vec<String> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|i| {
+            let mut line = format!("{prefix} {i:06} ");
+            while line.len() < len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                line.push_str(&format!("{x:016x}"));
+            }
+            line.truncate(len);
+            line
+        })
+        .collect()
+}
+
+// 3 MiB of lines in one batch: the agent must cut it into calls of at most 1 MiB (as sent
+// and uncompressed) itself, without waiting for a 413; an event that alone is over 1 MiB
+// can never be taken and goes to the dead-letter queue with a notice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_split_into_calls_of_at_most_one_mib_and_an_event_over_one_mib_is_dead_lettered()
+{
+    let azure = Azure::start().await;
+    let (agent, ingest) = start_agent(
+        &azure,
+        "max_events = 100000, max_bytes = \"8MiB\", timeout = \"1s\"",
+        "",
+    )
+    .await;
+    let lines = incompressible_lines("azure big", 3 * 1024, 1024);
+    ingest.post_ok(&lines).await;
+    azure.wait_for_rows(lines.len(), DELIVERY).await;
+    check_delivery(&lines, &azure.rows()).assert_nothing_lost();
+    assert_protocol_kept(&azure);
+    let calls = azure.requests();
+    assert!(
+        calls.iter().all(|r| r.status() != Some(413)),
+        "the agent sent a call the API refused as too large; {}",
+        azure.summary()
+    );
+    assert!(calls.len() >= 4, "3 MiB in {} calls", calls.len());
+    let largest = calls.iter().filter_map(|r| r.plain_bytes).max().unwrap();
+    assert!(largest <= MAX_CALL_BYTES, "a call of {largest} bytes");
+
+    let huge = format!("azure huge {}", "h".repeat(MAX_CALL_BYTES + 10));
+    let after = numbered_lines("azure after huge", 0, 10);
+    ingest.post_ok(&[huge]).await;
+    ingest.post_ok(&after).await;
+    let huge_seq = lines.len() as u64 + 1;
+    wait_until(
+        SHORT,
+        "a dead-letter notice for the huge event",
+        async || {
+            notices(&azure).iter().any(|n| {
+                n["first_seq"].as_u64() <= Some(huge_seq)
+                    && n["last_seq"].as_u64() >= Some(huge_seq)
+            })
+        },
+    )
+    .await;
+    azure
+        .wait_for_rows(lines.len() + after.len(), DELIVERY)
+        .await;
+    check_delivery(&after, &azure.rows()).assert_nothing_lost();
+    let files = dead_letter_files(agent.data_dir());
+    assert_eq!(files.len(), 1, "dead-letter files: {files:?}");
+    let kept = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        kept.contains("azure huge hhhh"),
+        "the huge event is not in {files:?}"
+    );
+    assert_protocol_kept(&azure);
+}
+
+// Azure replaces a TimeGenerated over 2 days old by the receive time: the agent keeps the
+// event's own time in TimeOriginal (for events over a day old) and says so in its log.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_a_day_old_keeps_its_time_in_time_original_and_the_agent_warns() {
+    let azure = Azure::start().await;
+    let (agent, ingest) = start_agent(&azure, "max_events = 100", "").await;
+    let now = rfc3339::now_micros();
+    let hour = 3_600_000_000;
+    let old = rfc3339::format(now - 72 * hour);
+    let recent = rfc3339::format(now - 2 * hour);
+    let body = [
+        json!({"message": "azure three days old", "timestamp": old}),
+        json!({"message": "azure two hours old", "timestamp": recent}),
+    ]
+    .map(|v| v.to_string())
+    .join("\n");
+    let answer = ingest
+        .post("application/x-ndjson", &[], body.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let rows = azure.wait_for_rows(2, DELIVERY).await;
+    let by_message = |m: &str| rows.iter().find(|r| r["message"] == m).unwrap().clone();
+    let old_row = by_message("azure three days old");
+    assert_eq!(old_row["TimeOriginal"], json!(old), "{old_row}");
+    let stored = rfc3339::parse(old_row["TimeGenerated"].as_str().unwrap()).unwrap();
+    assert!(
+        (stored - now).abs() < 60_000_000,
+        "Azure should have stored the receive time: {old_row}"
+    );
+    let recent_row = by_message("azure two hours old");
+    assert_eq!(recent_row["TimeGenerated"], json!(recent), "{recent_row}");
+    assert!(recent_row["TimeOriginal"].is_null(), "{recent_row}");
+    wait_until(SHORT, "a warning about the old event", async || {
+        agent
+            .stderr_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("TimeOriginal"))
+    })
+    .await;
+    wait_for_status(&agent, "the sink delivered", |s| {
+        s["sinks"][SINK]["backlog_events"] == 0
+    })
+    .await;
+}
+
+// Debug logging of a sink that is refused tokens and calls: the secret must stay out of
+// every line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_secret_never_appears_in_the_agents_log_even_at_trace_level() {
+    let azure = Azure::start().await;
+    azure.script_token(2, Fault::Status(401));
+    azure.script(2, Fault::Status(400));
+    let (agent, ingest) =
+        start_agent_with(&azure, "max_events = 10", "", &[("GAPLESS_LOG", "trace")]).await;
+    let lines = numbered_lines("azure secret", 0, 50);
+    ingest.post_ok(&lines).await;
+    // Two calls of 10 refused for good: the other 30 lines are stored.
+    wait_until(DELIVERY, "30 lines stored", async || {
+        check_delivery(&lines, &azure.rows()).missing.len() <= 20
+    })
+    .await;
+    assert!(
+        azure
+            .token_requests()
+            .iter()
+            .any(|t| t.form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)),
+        "the agent never sent the secret from client_secret_file"
+    );
+    assert!(
+        agent.stderr_text().lines().count() > 10,
+        "GAPLESS_LOG=trace wrote almost nothing: the check would prove little"
+    );
+    assert_secret_not_logged(&agent);
+    let (_, status) = agent.api_get("/status").await;
+    assert!(!status.contains(CLIENT_SECRET), "/status shows the secret");
+}
+
+#[test]
+fn validate_refuses_an_azure_sink_without_dcr_immutable_id_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gapless.toml");
+    let text = format!(
+        r#"data_dir = {data}
+
+[sources.in]
+type = "stdin"
+
+[sinks.{SINK}]
+type = "azure_monitor_logs"
+inputs = ["in"]
+endpoint = "https://example.ingest.monitor.azure.com"
+stream_name = "Custom-GaplessLogs_CL"
+auth = {{ tenant_id = "t", client_id = "c", client_secret = "s" }}
+"#,
+        data = toml_path(&dir.path().join("data"))
+    );
+    std::fs::write(&config, &text).unwrap();
+    let (status, _, stderr) =
+        run_command(&["validate".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert!(
+        !status.success(),
+        "validate accepted a sink without dcr_immutable_id"
+    );
+    assert!(
+        stderr.contains("dcr_immutable_id"),
+        "the error does not name the key: {stderr}"
+    );
+
+    let with_id = text.replace(
+        "stream_name",
+        "dcr_immutable_id = \"dcr-0123456789abcdef0123456789abcdef\"\nstream_name",
+    );
+    std::fs::write(&config, with_id).unwrap();
+    let (status, _, stderr) =
+        run_command(&["validate".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert!(
+        status.success(),
+        "validate refused a complete azure sink: {stderr}"
+    );
+}
