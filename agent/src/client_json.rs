@@ -55,6 +55,14 @@ impl<'a> ClientObject<'a> {
         }
     }
 
+    /// The raw value of the first top-level field named `name`.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields
+            .iter()
+            .find(|(k, _)| key_name(k).as_deref() == Some(name))
+            .map(|(_, v)| *v)
+    }
+
     /// The field names, decoded (`None` for a key whose escapes do not decode).
     pub fn names(&self) -> impl Iterator<Item = Option<Cow<'a, str>>> + '_ {
         self.fields.iter().map(|(k, _)| key_name(k))

@@ -535,3 +535,65 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 }
+
+/// The time of an event object, in nanoseconds since the Unix epoch: its top-level
+/// `timestamp` when that is an RFC 3339 string, else `fallback` (when it was appended). For
+/// platforms with a time field of their own (`TimeGenerated`, `@timestamp`, HEC `time`).
+///
+/// A line event (`{"message":"…","timestamp":"…",…}`, as [`EventEncoder`] writes it) is read
+/// without parsing: its message string is skipped to the field after it. Anything else is
+/// parsed as a client object.
+pub fn event_time(json: &[u8], fallback: u64) -> u64 {
+    let rfc3339 = |t: &[u8]| crate::sources::syslog::parse::parse_rfc3339(t);
+    if let Some(rest) = json.strip_prefix(b"{\"message\":\"") {
+        if let Some(end) = string_end(rest) {
+            if let Some(ts) = rest[end + 1..].strip_prefix(b",\"timestamp\":\"") {
+                if let Some(close) = memchr::memchr(b'"', ts) {
+                    return rfc3339(&ts[..close]).unwrap_or(fallback);
+                }
+            }
+        }
+    }
+    let Ok(text) = std::str::from_utf8(json) else {
+        return fallback;
+    };
+    ClientObject::parse(text)
+        .and_then(|o| o.get("timestamp"))
+        .and_then(|v| serde_json::from_str::<&str>(v.get()).ok())
+        .and_then(|t| rfc3339(t.as_bytes()))
+        .unwrap_or(fallback)
+}
+
+/// The index of the quote closing a JSON string whose opening quote came just before `s`.
+fn string_end(s: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let i = from + memchr::memchr(b'"', &s[from..])?;
+        let backslashes = s[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+}
+
+#[cfg(test)]
+mod event_time_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_event_gives_its_timestamp_without_parsing() {
+        let json =
+            br#"{"message":"say \"hi\" \\","timestamp":"2026-11-30T07:00:00.000001Z","host":"h"}"#;
+        assert_eq!(event_time(json, 7), 1_796_022_000_000_001_000);
+    }
+
+    #[test]
+    fn a_client_object_gives_its_timestamp_or_the_fallback() {
+        let json = br#"{"o":{"timestamp":"x"},"timestamp":"2026-11-30T08:00:00+01:00"}"#;
+        assert_eq!(event_time(json, 7), 1_796_022_000_000_000_000);
+        assert_eq!(event_time(br#"{"timestamp":"yesterday"}"#, 7), 7);
+        assert_eq!(event_time(br#"{"timestamp":17}"#, 7), 7);
+        assert_eq!(event_time(b"not json", 7), 7);
+    }
+}

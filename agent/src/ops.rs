@@ -212,14 +212,14 @@ pub async fn dead_letter_replay(
             reason: "no http sink of that name in the config".into(),
         });
     };
-    let client = crate::sinks::http::build_client(sink, cfg)?;
+    let client = crate::sinks::delivery::build_client(sink, &cfg.delivery)?;
     let agent_id = crate::pipeline::agent_id(config)?;
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     let total = items.len();
     for (i, (path, meta)) in items.iter().enumerate() {
         let body = std::fs::read(path).map_err(|e| Error::io("read dead letter", path, e))?;
-        let body = if cfg.gzip {
+        let body = if cfg.delivery.gzip {
             crate::sinks::encode::gzip(&body)
         } else {
             body
@@ -245,7 +245,7 @@ pub async fn dead_letter_replay(
             )
             .header("gapless-replay", "dead-letter")
             .body(body);
-        if cfg.gzip {
+        if cfg.delivery.gzip {
             req = req.header("content-encoding", "gzip");
         }
         for (k, v) in &cfg.headers {

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{self, ApiState};
-use crate::config::{Config, SinkKind, SourceConfig};
+use crate::config::{Config, SourceConfig};
 use crate::error::{Error, Result};
 use crate::event::{hostname, EventEncoder};
 use crate::metrics::Metrics;
@@ -365,13 +365,14 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         }
         let name = name.clone();
         let kind = sink.kind.clone();
+        let heartbeats = heartbeats.clone();
         let seq_field = sink.seq_field.clone();
         let alert_after = sink.alert_after;
         let stall_timeout = sink.stall_timeout;
-        let request_timeout = match &sink.kind {
-            SinkKind::Http(h) => h.request_timeout,
-            SinkKind::Console => Duration::from_secs(30),
-        };
+        let request_timeout = sink
+            .kind
+            .delivery()
+            .map_or(Duration::from_secs(30), |d| d.request_timeout);
         let wal = wal.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown_rx.clone();
@@ -406,13 +407,9 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                     wal: wal.clone(),
                     seq_field: seq_field.clone(),
                     alert_after,
+                    agent_sources: heartbeats.clone(),
                 };
-                let run = async {
-                    match &kind {
-                        SinkKind::Http(cfg) => sinks::http::run(ctx, (**cfg).clone()).await,
-                        SinkKind::Console => sinks::console::run(ctx).await,
-                    }
-                };
+                let run = sinks::run(ctx, &kind);
                 let result = tokio::select! {
                     r = run => r,
                     () = watchdog(&name, &wal, &metrics, stall_timeout, request_timeout) => {

@@ -27,6 +27,17 @@ pub const GAPLESS: &str = "gapless";
 /// Where a client's fields with reserved names go.
 pub const CLIENT_FIELDS: &str = "client_fields";
 
+/// The field carrying the agent id in events sent to a platform without request headers
+/// (Azure Monitor, Elasticsearch); heartbeats carry it too.
+pub const AGENT_ID: &str = "agent_id";
+
+/// Where an `azure_monitor_logs` sink keeps the event time of an event old enough for Azure
+/// to replace its `TimeGenerated`.
+pub const TIME_ORIGINAL: &str = "TimeOriginal";
+
+/// The time field of Elasticsearch data streams.
+pub const ES_TIMESTAMP: &str = "@timestamp";
+
 /// The seq field of a sink that does not set `seq_field`.
 pub const DEFAULT_SEQ_FIELD: &str = "seq";
 
@@ -59,6 +70,8 @@ pub const AGENT_FIELDS: &[&str] = &[
     "from",
     "to",
     "dead_letter_file",
+    "status",
+    "error",
     // Heartbeats.
     "agent_id",
     "version",
@@ -87,9 +100,21 @@ impl ReservedFields {
         ReservedFields { names }
     }
 
-    /// The reserved names of `config`: the seq fields of all its sinks.
+    /// The reserved names of `config`: the seq fields of all its sinks and the fields its
+    /// platform sinks add to every event ([`crate::config::SinkKind::added_fields`]).
     pub fn from_config(config: &Config) -> Self {
-        Self::new(config.sinks.values().filter_map(|s| s.seq_field.as_deref()))
+        let added: Vec<String> = config
+            .sinks
+            .values()
+            .flat_map(|s| s.kind.added_fields())
+            .collect();
+        Self::new(
+            config
+                .sinks
+                .values()
+                .filter_map(|s| s.seq_field.as_deref())
+                .chain(added.iter().map(String::as_str)),
+        )
     }
 
     /// Whether a top-level field named `name` is the agent's alone.

@@ -6,6 +6,7 @@
 mod env;
 mod error;
 mod raw;
+mod sinks;
 pub mod units;
 mod validate;
 
@@ -247,8 +248,118 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// Upload over HTTP(S).
     Http(Box<HttpSinkConfig>),
+    /// Azure Monitor Logs Ingestion API (Microsoft Sentinel).
+    AzureMonitorLogs(Box<AzureMonitorLogsConfig>),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(Box<SplunkHecConfig>),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(Box<ElasticsearchConfig>),
     /// NDJSON on stdout.
     Console,
+}
+
+impl SinkKind {
+    /// The delivery settings of an uploading sink (every kind but `console`).
+    pub fn delivery(&self) -> Option<&DeliveryConfig> {
+        match self {
+            SinkKind::Http(c) => Some(&c.delivery),
+            SinkKind::AzureMonitorLogs(c) => Some(&c.delivery),
+            SinkKind::SplunkHec(c) => Some(&c.delivery),
+            SinkKind::Elasticsearch(c) => Some(&c.delivery),
+            SinkKind::Console => None,
+        }
+    }
+
+    /// Top-level fields the sink writes into every event object besides its seq field
+    /// (`TimeGenerated`, `@timestamp`, `agent_id`, …): reserved like the seq field, so that
+    /// a client's field of that name cannot shadow the agent's.
+    pub fn added_fields(&self) -> Vec<String> {
+        match self {
+            SinkKind::AzureMonitorLogs(c) => vec![
+                c.time_field.clone(),
+                crate::reserved::TIME_ORIGINAL.into(),
+                crate::reserved::AGENT_ID.into(),
+            ],
+            SinkKind::Elasticsearch(_) => vec![
+                crate::reserved::ES_TIMESTAMP.into(),
+                crate::reserved::AGENT_ID.into(),
+            ],
+            SinkKind::Http(_) | SinkKind::SplunkHec(_) | SinkKind::Console => Vec::new(),
+        }
+    }
+
+    /// Files the sink reads (credentials, TLS), by key, for `gapless validate`.
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        fn secret<'a>(out: &mut Vec<(&'static str, &'a Path)>, key: &'static str, s: &'a Secret) {
+            if let Secret::File(p) = s {
+                out.push((key, p.as_path()));
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(d) = self.delivery() {
+            for (key, p) in [
+                ("tls.ca_file", &d.tls.ca_file),
+                ("tls.cert_file", &d.tls.cert_file),
+                ("tls.key_file", &d.tls.key_file),
+            ] {
+                if let Some(p) = p {
+                    out.push((key, p.as_path()));
+                }
+            }
+        }
+        match self {
+            SinkKind::Http(h) => {
+                if let Some(p) = &h.auth.bearer_token_file {
+                    out.push(("auth.bearer_token_file", p.as_path()));
+                }
+            }
+            SinkKind::AzureMonitorLogs(a) => {
+                secret(&mut out, "auth.client_secret_file", &a.client_secret)
+            }
+            SinkKind::SplunkHec(s) => secret(&mut out, "token_file", &s.token),
+            SinkKind::Elasticsearch(e) => match &e.auth {
+                ElasticsearchAuth::ApiKey(k) => secret(&mut out, "auth.api_key_file", k),
+                ElasticsearchAuth::Basic { password, .. } => {
+                    secret(&mut out, "auth.password_file", password)
+                }
+                ElasticsearchAuth::None => {}
+            },
+            SinkKind::Console => {}
+        }
+        out
+    }
+}
+
+/// A credential, inline in the config or in a file read at each use (so that a rotated
+/// secret takes effect without a restart). Never printed: `Debug` shows only where it is.
+#[derive(Clone)]
+pub enum Secret {
+    /// The secret itself.
+    Inline(String),
+    /// A file holding it (surrounding whitespace is trimmed).
+    File(PathBuf),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<redacted>)"),
+            Secret::File(p) => write!(f, "Secret(file {})", p.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret, reading the file if it is in one. The error names the file, never the
+    /// secret.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        }
+    }
 }
 
 /// Request body encoding.
@@ -260,7 +371,7 @@ pub enum Encoding {
     Json,
 }
 
-/// TLS settings of an http sink.
+/// TLS settings of an uploading sink.
 #[derive(Debug, Clone, Default)]
 pub struct TlsConfig {
     /// Extra CA certificates (PEM) to trust.
@@ -273,13 +384,11 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// `type = "http"` (sink).
+/// What every uploading sink shares: batching, compression, retry, TLS, timeouts and
+/// concurrency (keys `batch`, `compression`, `retry`, `tls`, `request_timeout`,
+/// `concurrency`).
 #[derive(Debug, Clone)]
-pub struct HttpSinkConfig {
-    /// Where to POST.
-    pub uri: reqwest::Url,
-    /// Default `ndjson`.
-    pub encoding: Encoding,
+pub struct DeliveryConfig {
     /// `gzip` (default) or `none`.
     pub gzip: bool,
     /// Default 5000.
@@ -288,10 +397,6 @@ pub struct HttpSinkConfig {
     pub batch_max_bytes: usize,
     /// Default 1s.
     pub batch_timeout: Duration,
-    /// Bearer token. Default: none.
-    pub auth: Auth,
-    /// Extra request headers. Default: none.
-    pub headers: BTreeMap<String, String>,
     /// TLS settings.
     pub tls: TlsConfig,
     /// Default 500ms.
@@ -302,6 +407,99 @@ pub struct HttpSinkConfig {
     pub request_timeout: Duration,
     /// Requests in flight. Default 1.
     pub concurrency: usize,
+}
+
+/// `type = "http"` (sink).
+#[derive(Debug, Clone)]
+pub struct HttpSinkConfig {
+    /// Where to POST.
+    pub uri: reqwest::Url,
+    /// Default `ndjson`.
+    pub encoding: Encoding,
+    /// Bearer token. Default: none.
+    pub auth: Auth,
+    /// Extra request headers. Default: none.
+    pub headers: BTreeMap<String, String>,
+    /// Batching, retry, TLS.
+    pub delivery: DeliveryConfig,
+}
+
+/// `type = "azure_monitor_logs"`: the Logs Ingestion API of Azure Monitor (what feeds
+/// Microsoft Sentinel), with an Entra ID app's client credentials.
+#[derive(Debug, Clone)]
+pub struct AzureMonitorLogsConfig {
+    /// The DCE or DCR logs-ingestion endpoint (`https://….ingest.monitor.azure.com`).
+    pub endpoint: reqwest::Url,
+    /// `dcr-…`: the data collection rule's immutable id.
+    pub dcr_immutable_id: String,
+    /// The DCR's input stream (`Custom-…`).
+    pub stream_name: String,
+    /// Entra ID tenant.
+    pub tenant_id: String,
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's client secret (`auth.client_secret` or `auth.client_secret_file`).
+    pub client_secret: Secret,
+    /// Default `https://login.microsoftonline.com`.
+    pub authority: reqwest::Url,
+    /// Default `https://monitor.azure.com/.default`.
+    pub scope: String,
+    /// Where the event time goes. Default `TimeGenerated`.
+    pub time_field: String,
+    /// Batching, retry, TLS.
+    pub delivery: DeliveryConfig,
+}
+
+/// `type = "splunk_hec"`: Splunk's HTTP Event Collector, `/services/collector/event`.
+#[derive(Debug, Clone)]
+pub struct SplunkHecConfig {
+    /// `https://splunk.example.com:8088`.
+    pub endpoint: reqwest::Url,
+    /// The HEC token (`token` or `token_file`).
+    pub token: Secret,
+    /// Default: the token's default index.
+    pub index: Option<String>,
+    /// Default: none (the token's).
+    pub sourcetype: Option<String>,
+    /// Default: the gapless source's name.
+    pub source: Option<String>,
+    /// Wait for indexer acknowledgement before a batch counts as delivered. Default false.
+    pub indexer_acknowledgement: bool,
+    /// How often pending acks are queried. Default 1s.
+    pub ack_poll_interval: Duration,
+    /// A batch not acknowledged within this is sent again. Default 5m.
+    pub ack_timeout: Duration,
+    /// Batching, retry, TLS.
+    pub delivery: DeliveryConfig,
+}
+
+/// Credentials of an Elasticsearch sink.
+#[derive(Debug, Clone)]
+pub enum ElasticsearchAuth {
+    /// None.
+    None,
+    /// `Authorization: ApiKey <key>` (the encoded key Elasticsearch returns).
+    ApiKey(Secret),
+    /// HTTP basic authentication.
+    Basic {
+        /// The user.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+}
+
+/// `type = "elasticsearch"`: Elasticsearch or OpenSearch `_bulk` with `create`.
+#[derive(Debug, Clone)]
+pub struct ElasticsearchConfig {
+    /// Nodes, used round-robin; a failed request goes to the next.
+    pub endpoints: Vec<reqwest::Url>,
+    /// The index or data stream. Default `logs-gapless-default`.
+    pub index: String,
+    /// Credentials. Default none.
+    pub auth: ElasticsearchAuth,
+    /// Batching, retry, TLS.
+    pub delivery: DeliveryConfig,
 }
 
 impl Config {
@@ -364,17 +562,8 @@ pub fn check_paths(config: &Config) -> Vec<String> {
         }
     }
     for (name, s) in &config.sinks {
-        if let SinkKind::Http(h) = &s.kind {
-            for (key, p) in [
-                ("tls.ca_file", &h.tls.ca_file),
-                ("tls.cert_file", &h.tls.cert_file),
-                ("tls.key_file", &h.tls.key_file),
-                ("auth.bearer_token_file", &h.auth.bearer_token_file),
-            ] {
-                if let Some(p) = p {
-                    readable(&format!("sinks.{name}.{key}"), p, &mut problems);
-                }
-            }
+        for (key, p) in s.kind.files() {
+            readable(&format!("sinks.{name}.{key}"), p, &mut problems);
         }
     }
     problems

@@ -56,6 +56,27 @@ pub(super) struct RawAuth {
     pub(super) bearer_token_file: Option<PathBuf>,
 }
 
+/// `auth` of a sink: all keys any sink type takes; `validate` refuses those its type does
+/// not use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSinkAuth {
+    // http
+    pub(super) bearer_token: Option<String>,
+    pub(super) bearer_token_file: Option<PathBuf>,
+    // azure_monitor_logs
+    pub(super) tenant_id: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    // elasticsearch
+    pub(super) api_key: Option<String>,
+    pub(super) api_key_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+}
+
 /// All keys any source type takes; `validate` refuses those its type does not use.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +158,7 @@ pub(super) struct RawSink {
     pub(super) encoding: Option<String>,
     pub(super) compression: Option<String>,
     pub(super) batch: Option<RawBatch>,
-    pub(super) auth: Option<RawAuth>,
+    pub(super) auth: Option<RawSinkAuth>,
     pub(super) headers: Option<BTreeMap<String, String>>,
     pub(super) tls: Option<RawTls>,
     pub(super) retry: Option<RawRetry>,
@@ -147,4 +168,22 @@ pub(super) struct RawSink {
     pub(super) alert_after: Option<Dur>,
     pub(super) alert_after_failed_requests: Option<u64>,
     pub(super) stall_timeout: Option<Dur>,
+    // azure_monitor_logs (and splunk_hec: endpoint)
+    pub(super) endpoint: Option<String>,
+    pub(super) dcr_immutable_id: Option<String>,
+    pub(super) stream_name: Option<String>,
+    pub(super) authority: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) time_field: Option<String>,
+    // splunk_hec
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) index: Option<String>,
+    pub(super) sourcetype: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) indexer_acknowledgement: Option<bool>,
+    pub(super) ack_poll_interval: Option<Dur>,
+    pub(super) ack_timeout: Option<Dur>,
+    // elasticsearch (and index)
+    pub(super) endpoints: Option<Vec<String>>,
 }

@@ -68,7 +68,7 @@ fn the_documented_example_parses() {
         panic!("not http")
     };
     assert_eq!(h.auth.bearer_token.as_deref(), Some("s3cr3t-value"));
-    assert_eq!(h.batch_max_bytes, 4 << 20);
+    assert_eq!(h.delivery.batch_max_bytes, 4 << 20);
     let debug = format!("{c:?}");
     assert!(
         !debug.contains("s3cr3t"),
@@ -336,5 +336,110 @@ fn syslog_errors_name_the_key_and_its_line() {
         let e = err(&text);
         assert_eq!(e.key, key, "{e}");
         assert_eq!(e.line, line(&text, needle), "{e}");
+    }
+}
+
+fn with_sink(sink: &str) -> String {
+    format!("[sources.app]\ntype = \"stdin\"\n\n[sinks.out]\n{sink}\n")
+}
+
+#[test]
+fn the_platform_sinks_take_their_documented_keys_and_defaults() {
+    let c = Config::parse(&with_sink(
+        r#"type = "azure_monitor_logs"
+endpoint = "https://my-dce.eastus-1.ingest.monitor.azure.com"
+dcr_immutable_id = "dcr-0123456789abcdef0123456789abcdef"
+stream_name = "Custom-GaplessLogs_CL"
+auth = { tenant_id = "t", client_id = "c", client_secret_file = "/etc/gapless/azure.secret" }"#,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let SinkKind::AzureMonitorLogs(a) = &c.sinks["out"].kind else {
+        panic!("not azure")
+    };
+    assert_eq!(a.authority.as_str(), "https://login.microsoftonline.com/");
+    assert_eq!(a.scope, "https://monitor.azure.com/.default");
+    assert_eq!(a.time_field, "TimeGenerated");
+    assert!(a.delivery.gzip);
+
+    let c = Config::parse(&with_sink(
+        "type = \"splunk_hec\"\nendpoint = \"https://splunk:8088\"\ntoken = \"abc\"\nindex = \"main\"",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let SinkKind::SplunkHec(s) = &c.sinks["out"].kind else {
+        panic!("not splunk")
+    };
+    assert!(!s.indexer_acknowledgement);
+    assert_eq!(s.index.as_deref(), Some("main"));
+    assert!(!format!("{c:?}").contains("abc"), "the token is redacted");
+
+    let c = Config::parse(&with_sink(
+        "type = \"elasticsearch\"\nendpoints = [\"https://es1:9200\", \"https://es2:9200\"]\nauth = { api_key_file = \"/k\" }",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let SinkKind::Elasticsearch(e) = &c.sinks["out"].kind else {
+        panic!("not elasticsearch")
+    };
+    assert_eq!(e.endpoints.len(), 2);
+    assert_eq!(e.index, "logs-gapless-default");
+    assert!(matches!(e.auth, ElasticsearchAuth::ApiKey(Secret::File(_))));
+    // Their fields are reserved at ingest, like the seq field.
+    let reserved = crate::reserved::ReservedFields::from_config(&c);
+    assert!(reserved.contains("@timestamp") && reserved.contains("agent_id"));
+}
+
+#[test]
+fn platform_sink_errors_name_the_key() {
+    let cases = [
+        (
+            "type = \"azure_monitor_logs\"\nendpoint = \"https://x\"\nstream_name = \"Custom-A\"\nauth = { tenant_id = \"t\", client_id = \"c\", client_secret = \"s\" }",
+            "sinks.out",
+            "dcr_immutable_id",
+        ),
+        (
+            "type = \"azure_monitor_logs\"\nendpoint = \"https://x\"\ndcr_immutable_id = \"dcr-1\"\nstream_name = \"Custom-A\"\nauth = { tenant_id = \"t\", client_id = \"c\" }",
+            "sinks.out.auth",
+            "client_secret",
+        ),
+        (
+            "type = \"azure_monitor_logs\"\nendpoint = \"https://x\"\ndcr_immutable_id = \"dcr-1\"\nstream_name = \"Custom-A\"\nauth = { tenant_id = \"t\", client_id = \"c\", client_secret = \"s\", api_key = \"k\" }",
+            "sinks.out.auth.api_key",
+            "does not apply",
+        ),
+        (
+            "type = \"splunk_hec\"\nendpoint = \"https://x\"",
+            "sinks.out",
+            "token_file",
+        ),
+        (
+            "type = \"splunk_hec\"\nendpoint = \"https://x\"\ntoken = \"a\"\nuri = \"https://y\"",
+            "sinks.out.uri",
+            "does not apply",
+        ),
+        (
+            "type = \"elasticsearch\"\nindex = \"logs\"",
+            "sinks.out",
+            "endpoints",
+        ),
+        (
+            "type = \"elasticsearch\"\nendpoints = [\"https://es\"]\nauth = { username = \"u\" }",
+            "sinks.out.auth",
+            "together",
+        ),
+        (
+            "type = \"elasticsearch\"\nendpoints = [\"https://es\"]\nseq_field = \"@timestamp\"",
+            "sinks.out.seq_field",
+            "writes itself",
+        ),
+        (
+            "type = \"http\"\nuri = \"https://x\"\nindex = \"i\"",
+            "sinks.out.index",
+            "does not apply",
+        ),
+    ];
+    for (sink, key, reason) in cases {
+        let e = err(&with_sink(sink));
+        assert_eq!(e.key, key, "{sink}: {e}");
+        assert!(e.reason.contains(reason), "{sink}: {e}");
+        assert!(e.line.is_some(), "{sink}: {e}");
     }
 }

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{Checker, ConfigError};
-use super::raw::{RawConfig, RawSink, RawSource, RawWal};
+use super::raw::{RawConfig, RawSource, RawWal};
+use super::sinks::validate_sink;
 use super::{
-    ApiConfig, Auth, Config, Encoding, FileSourceConfig, HttpSinkConfig, HttpSourceConfig,
-    JournaldSourceConfig, LogConfig, ReadFrom, SinkConfig, SinkKind, SourceConfig, SyslogMode,
-    SyslogSourceConfig, SyslogTls, TlsConfig,
+    ApiConfig, Auth, Config, FileSourceConfig, HttpSourceConfig, JournaldSourceConfig, LogConfig,
+    ReadFrom, SourceConfig, SyslogMode, SyslogSourceConfig, SyslogTls,
 };
 
 pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
@@ -153,7 +153,7 @@ fn validate_wal(raw: &RawWal, c: &Checker<'_>) -> Result<gapless_wal::WalOptions
     Ok(o)
 }
 
-fn refuse_keys(
+pub(super) fn refuse_keys(
     c: &Checker<'_>,
     table: &str,
     name: &str,
@@ -500,174 +500,4 @@ fn validate_syslog(
         max_connections,
         receive_buffer_bytes: receive_buffer_bytes as usize,
     })
-}
-
-fn validate_sink(name: &str, s: RawSink, c: &Checker<'_>) -> Result<SinkConfig, ConfigError> {
-    let inputs = s.inputs.clone().unwrap_or_default();
-    let seq_field = match s.seq_field.clone() {
-        None => Some("seq".to_string()),
-        Some(f) if f.is_empty() => None,
-        Some(f) if f.contains('"') || f.contains('\\') || f.chars().any(char::is_control) => {
-            return Err(c.err(
-                &["sinks", name, "seq_field"],
-                "must be a plain field name (or \"\" to leave it out)",
-            ))
-        }
-        Some(f) if crate::reserved::AGENT_FIELDS.contains(&f.as_str()) => {
-            return Err(c.err(
-                &["sinks", name, "seq_field"],
-                format!(
-                "{f:?} is a field the agent writes itself ({}); the seq needs a name of its own",
-                crate::reserved::AGENT_FIELDS.join(", ")
-            ),
-            ))
-        }
-        Some(f) => Some(f),
-    };
-    let alert_after = s.alert_after.map_or(Duration::from_secs(300), |d| d.0);
-    let alert_after_failed_requests = s.alert_after_failed_requests.unwrap_or(10).max(1);
-    let stall_timeout = s.stall_timeout.map_or(Duration::from_secs(300), |d| d.0);
-    if stall_timeout < Duration::from_secs(1) {
-        return Err(c.err(&["sinks", name, "stall_timeout"], "must be at least 1s"));
-    }
-    let sink = |kind| SinkConfig {
-        inputs: inputs.clone(),
-        kind,
-        seq_field: seq_field.clone(),
-        alert_after,
-        alert_after_failed_requests,
-        stall_timeout,
-    };
-    match s.kind.as_str() {
-        "console" => {
-            let http_keys = [
-                ("uri", s.uri.is_some()),
-                ("encoding", s.encoding.is_some()),
-                ("compression", s.compression.is_some()),
-                ("batch", s.batch.is_some()),
-                ("auth", s.auth.is_some()),
-                ("headers", s.headers.is_some()),
-                ("tls", s.tls.is_some()),
-                ("retry", s.retry.is_some()),
-                ("request_timeout", s.request_timeout.is_some()),
-                ("concurrency", s.concurrency.is_some()),
-            ];
-            refuse_keys(c, "sinks", name, "console", &http_keys)?;
-            Ok(sink(SinkKind::Console))
-        }
-        "http" => {
-            let Some(uri) = s.uri else {
-                return Err(c.err(&["sinks", name], "an http sink needs `uri`"));
-            };
-            let uri = reqwest::Url::parse(&uri).map_err(|e| {
-                c.err(
-                    &["sinks", name, "uri"],
-                    format!("{uri:?} is not a URL: {e}"),
-                )
-            })?;
-            if !matches!(uri.scheme(), "http" | "https") {
-                return Err(c.err(&["sinks", name, "uri"], "the scheme must be http or https"));
-            }
-            let encoding = match s.encoding.as_deref() {
-                None | Some("ndjson") => Encoding::Ndjson,
-                Some("json") => Encoding::Json,
-                Some(other) => {
-                    return Err(c.err(
-                        &["sinks", name, "encoding"],
-                        format!("{other:?} is not one of ndjson, json"),
-                    ))
-                }
-            };
-            let gzip = match s.compression.as_deref() {
-                None | Some("gzip") => true,
-                Some("none") => false,
-                Some(other) => {
-                    return Err(c.err(
-                        &["sinks", name, "compression"],
-                        format!("{other:?} is not one of gzip, none"),
-                    ))
-                }
-            };
-            let batch = s.batch.unwrap_or_default();
-            let batch_max_events = batch.max_events.unwrap_or(5000);
-            if batch_max_events == 0 {
-                return Err(c.err(
-                    &["sinks", name, "batch", "max_events"],
-                    "must be at least 1",
-                ));
-            }
-            let batch_max_bytes = batch.max_bytes.map_or(4 << 20, |b| b.0 as usize);
-            if batch_max_bytes < 1024 {
-                return Err(c.err(
-                    &["sinks", name, "batch", "max_bytes"],
-                    "must be at least 1KiB",
-                ));
-            }
-            let retry = s.retry.unwrap_or_default();
-            let initial_backoff = retry
-                .initial_backoff
-                .map_or(Duration::from_millis(500), |d| d.0);
-            let max_backoff = retry.max_backoff.map_or(Duration::from_secs(60), |d| d.0);
-            if max_backoff < initial_backoff {
-                return Err(c.err(
-                    &["sinks", name, "retry", "max_backoff"],
-                    "must not be below initial_backoff",
-                ));
-            }
-            let concurrency = s.concurrency.unwrap_or(1);
-            if !(1..=64).contains(&concurrency) {
-                return Err(c.err(&["sinks", name, "concurrency"], "must be between 1 and 64"));
-            }
-            let tls = s.tls.unwrap_or_default();
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(c.err(
-                    &["sinks", name, "tls"],
-                    "cert_file and key_file go together",
-                ));
-            }
-            let headers = s.headers.unwrap_or_default();
-            for (k, v) in &headers {
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                    c.err(
-                        &["sinks", name, "headers"],
-                        format!("{k:?} is not a valid header name"),
-                    )
-                })?;
-                reqwest::header::HeaderValue::from_str(v).map_err(|_| {
-                    c.err(
-                        &["sinks", name, "headers"],
-                        format!("the value of {k:?} is not a valid header value"),
-                    )
-                })?;
-            }
-            let auth = s.auth.map(|a| Auth {
-                bearer_token: a.bearer_token,
-                bearer_token_file: a.bearer_token_file,
-            });
-            Ok(sink(SinkKind::Http(Box::new(HttpSinkConfig {
-                uri,
-                encoding,
-                gzip,
-                batch_max_events,
-                batch_max_bytes,
-                batch_timeout: batch.timeout.map_or(Duration::from_secs(1), |d| d.0),
-                auth: auth.unwrap_or_default(),
-                headers,
-                tls: TlsConfig {
-                    ca_file: tls.ca_file,
-                    cert_file: tls.cert_file,
-                    key_file: tls.key_file,
-                    insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
-                },
-                initial_backoff,
-                max_backoff,
-                request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
-                concurrency,
-            }))))
-        }
-        other => Err(c.err(
-            &["sinks", name, "type"],
-            format!("{other:?} is not a sink type (http, console)"),
-        )),
-    }
 }

@@ -23,8 +23,13 @@ pub struct DeadLetterMeta {
     pub last_seq: u64,
     /// Events in it.
     pub events: usize,
-    /// The HTTP status of the rejection.
+    /// The HTTP status of the rejection (or the item's status, for a platform answering
+    /// item by item).
     pub status: u16,
+    /// The platform's error type or code (`mapper_parsing_exception`, `splunk code 6`);
+    /// empty when it gave none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
     /// The start of the response body.
     pub response: String,
     /// When (RFC 3339).

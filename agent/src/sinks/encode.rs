@@ -22,35 +22,58 @@ use crate::config::Encoding;
 use crate::event::{split_payload, write_json_str, Timestamp};
 use crate::reserved::ReservedFields;
 
-/// The sink's seq field and the searches of the guard against a stored field of that name.
-struct SeqField<'a> {
-    name: &'a str,
-    quoted: Finder<'static>,
+/// The fields a sink writes into every event — its seq field and a platform's own
+/// (`TimeGenerated`, `agent_id`, …) — and the searches of the guard against a stored field
+/// of one of those names.
+#[derive(Debug)]
+pub struct SinkFields {
+    seq: Option<String>,
+    names: Vec<String>,
+    quoted: Vec<Finder<'static>>,
     escape: Finder<'static>,
 }
 
-impl<'a> SeqField<'a> {
-    fn new(name: &'a str) -> Self {
-        // `seq_field` is a plain name (the config refuses quotes, backslashes, controls).
-        SeqField {
-            name,
-            quoted: Finder::new(format!("\"{name}\"").as_bytes()).into_owned(),
-            escape: Finder::new(b"\\u").into_owned(),
+impl SinkFields {
+    /// The fields of a sink with `seq` (if any) and a platform writing `added`. `None` when
+    /// it writes none.
+    pub fn new(seq: Option<&str>, added: &[String]) -> Option<Self> {
+        // Names are plain (the config refuses quotes, backslashes, controls).
+        let names: Vec<String> = seq
+            .map(str::to_string)
+            .into_iter()
+            .chain(added.iter().cloned())
+            .collect();
+        if names.is_empty() {
+            return None;
         }
+        Some(SinkFields {
+            seq: seq.map(str::to_string),
+            quoted: names
+                .iter()
+                .map(|n| Finder::new(format!("\"{n}\"").as_bytes()).into_owned())
+                .collect(),
+            names,
+            escape: Finder::new(b"\\u").into_owned(),
+        })
     }
 
-    /// Whether `json` might have a key spelling the name: the name in quotes, or a `\u`
-    /// escape of one of its characters (a control character, as in coloured log lines,
-    /// cannot be one).
+    /// The seq field, if the sink writes one.
+    pub fn seq(&self) -> Option<&str> {
+        self.seq.as_deref()
+    }
+
+    /// Whether `json` might have a key spelling one of the names: a name in quotes, or a
+    /// `\u` escape of one of their characters (a control character, as in coloured log
+    /// lines, cannot be one).
     fn might_hold(&self, json: &[u8]) -> bool {
-        self.quoted.find(json).is_some()
+        self.quoted.iter().any(|q| q.find(json).is_some())
             || self.escape.find_iter(json).any(|i| {
                 let code = json
                     .get(i + 2..i + 6)
                     .and_then(|hex| std::str::from_utf8(hex).ok())
                     .and_then(|hex| u32::from_str_radix(hex, 16).ok());
                 match code.map(char::from_u32) {
-                    Some(Some(c)) => self.name.contains(c),
+                    Some(Some(c)) => self.names.iter().any(|n| n.contains(c)),
                     // Half of a surrogate pair: it may spell a character beyond U+FFFF.
                     Some(None) => true,
                     None => false,
@@ -58,50 +81,97 @@ impl<'a> SeqField<'a> {
             })
     }
 
-    /// `json` with a top-level field named like the seq field moved under
+    /// `json` with its top-level fields named like one of the sink's moved under
     /// `client_fields`, when it has one.
     fn without_clash(&self, json: &[u8]) -> Option<Vec<u8>> {
         if !self.might_hold(json) {
             return None;
         }
         let object = ClientObject::parse(std::str::from_utf8(json).ok()?)?;
-        if !object.names().any(|n| n.as_deref() == Some(self.name)) {
+        if !object
+            .names()
+            .any(|n| n.is_some_and(|n| self.names.iter().any(|m| *m == n)))
+        {
             return None;
         }
-        // Only a client's object can hold the seq field (the agent's records never do),
-        // so moving every reserved name of the rule is right for it.
+        // Only a client's object can hold these names (heartbeats, the agent's own objects,
+        // are written without the guard), so moving every reserved name of the rule is
+        // right for it.
         let mut out = Vec::with_capacity(json.len() + 20);
-        object.write_event(&mut out, &ReservedFields::new([self.name]), &[]);
+        object.write_event(
+            &mut out,
+            &ReservedFields::new(self.names.iter().map(String::as_str)),
+            &[],
+        );
         Some(out)
     }
 }
 
-/// Appends the JSON of one record to `out`, its seq first under `seq_field` (if any).
-fn write_record(out: &mut Vec<u8>, r: &Record, host: &str, seq_field: Option<&SeqField<'_>>) {
+/// Appends the JSON of one record to `out`: `head` (`"k":v` pairs joined by commas, or
+/// empty) first, then its seq under the sink's seq field (if any), then the stored object.
+/// `guard`: move a stored field named like one of `fields` under `client_fields` (off for
+/// the agent's own objects, heartbeats).
+pub fn write_object(
+    out: &mut Vec<u8>,
+    r: &Record,
+    host: &str,
+    fields: Option<&SinkFields>,
+    head: &[u8],
+    guard: bool,
+) {
     if let Some(gap) = r.gap() {
-        write_gap(out, r.seq, &gap, host, seq_field.map(|f| f.name));
+        let at = out.len();
+        write_gap(out, r.seq, &gap, host, fields.and_then(SinkFields::seq));
+        splice_head(out, at, head);
         return;
     }
     let json = split_payload(&r.payload).map_or(&r.payload[..], |(_, j)| j);
-    let Some(field) = seq_field else {
+    let Some(fields) = fields else {
+        let at = out.len();
         out.extend_from_slice(json);
+        splice_head(out, at, head);
         return;
     };
-    let moved = field.without_clash(json);
+    let moved = if guard {
+        fields.without_clash(json)
+    } else {
+        None
+    };
     let json = moved.as_deref().unwrap_or(json);
     match json.strip_prefix(b"{") {
         Some(rest) => {
             out.push(b'{');
-            write_json_str(out, field.name);
-            out.push(b':');
-            out.extend_from_slice(itoa(r.seq).as_bytes());
-            if rest.first() != Some(&b'}') {
+            out.extend_from_slice(head);
+            let mut first = head.is_empty();
+            if let Some(seq) = fields.seq() {
+                if !first {
+                    out.push(b',');
+                }
+                write_json_str(out, seq);
+                out.push(b':');
+                out.extend_from_slice(itoa(r.seq).as_bytes());
+                first = false;
+            }
+            if !first && rest.first() != Some(&b'}') {
                 out.push(b',');
             }
             out.extend_from_slice(rest);
         }
         None => out.extend_from_slice(json),
     }
+}
+
+/// Inserts `head` after the `{` at `at` (with the comma it needs): for the objects not
+/// written with their head in place (gap records, sinks without fields).
+fn splice_head(out: &mut Vec<u8>, at: usize, head: &[u8]) {
+    if head.is_empty() || out.get(at) != Some(&b'{') {
+        return;
+    }
+    let mut insert = head.to_vec();
+    if out.get(at + 1) != Some(&b'}') {
+        insert.push(b',');
+    }
+    out.splice(at + 1..at + 1, insert);
 }
 
 fn itoa(n: u64) -> String {
@@ -153,12 +223,12 @@ pub fn encode(
 ) -> Vec<u8> {
     let size: usize = records.iter().map(|r| r.payload.len() + 24).sum();
     let mut out = Vec::with_capacity(size + 2);
-    let seq_field = seq_field.map(SeqField::new);
-    let seq_field = seq_field.as_ref();
+    let fields = SinkFields::new(seq_field, &[]);
+    let fields = fields.as_ref();
     match encoding {
         Encoding::Ndjson => {
             for r in records {
-                write_record(&mut out, r, host, seq_field);
+                write_object(&mut out, r, host, fields, b"", true);
                 out.push(b'\n');
             }
         }
@@ -168,7 +238,7 @@ pub fn encode(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_record(&mut out, r, host, seq_field);
+                write_object(&mut out, r, host, fields, b"", true);
             }
             out.push(b']');
         }
@@ -243,7 +313,7 @@ mod tests {
 
     #[test]
     fn the_guard_looks_closer_only_where_a_key_might_spell_the_seq_field() {
-        let f = SeqField::new("seq");
+        let f = SinkFields::new(Some("seq"), &[]).unwrap();
         assert!(!f.might_hold(br#"{"message":"say \"seq\" \u001b[0m C:\\user"}"#));
         assert!(f.might_hold(br#"{"o":{"seq":1}}"#));
         assert!(f.might_hold(br#"{"\u0073eq":1}"#));

@@ -1,13 +1,21 @@
 //! Sinks: where events go. Each sink owns one WAL cursor, reads batches from it
 //! ([`batch`]), encodes them ([`encode`]) and acknowledges the cursor only once the
 //! destination has them. A sink that is down holds back only its own cursor.
+//!
+//! Every uploading sink runs on the one [`delivery`] mechanism; a platform module
+//! ([`http`], [`azure_monitor_logs`], [`splunk_hec`], [`elasticsearch`]) only encodes, limits,
+//! authenticates and reads answers.
 
+pub mod azure_monitor_logs;
 pub mod batch;
 pub mod console;
 pub mod dead_letter;
+pub mod delivery;
+pub mod elasticsearch;
 pub mod encode;
 pub mod http;
 pub mod retry;
+pub mod splunk_hec;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,6 +24,8 @@ use std::sync::Arc;
 use gapless_wal::{Cursor, Wal};
 use tokio::sync::watch;
 
+use crate::config::SinkKind;
+use crate::error::Result;
 use crate::metrics::Metrics;
 
 /// What every sink gets from the pipeline.
@@ -44,4 +54,32 @@ pub struct SinkContext {
     pub seq_field: Option<String>,
     /// How long a sink may be down before it is logged as an error (again).
     pub alert_after: std::time::Duration,
+    /// Sources whose records the agent writes itself (heartbeats): sent without the guard
+    /// against clashing fields, and without a platform's `agent_id` (they carry it).
+    pub agent_sources: HashSet<String>,
+}
+
+/// Runs the sink of `kind` until shutdown: `console`, or an uploading sink on the
+/// [`delivery`] mechanism with its platform.
+pub async fn run(ctx: SinkContext, kind: &SinkKind) -> Result<()> {
+    let added = kind.added_fields();
+    match kind {
+        SinkKind::Console => console::run(ctx).await,
+        SinkKind::Http(c) => {
+            let platform = http::Http::new(&ctx.name, (**c).clone())?;
+            delivery::run(ctx, &c.delivery, platform, &added).await
+        }
+        SinkKind::AzureMonitorLogs(c) => {
+            let platform = azure_monitor_logs::AzureMonitorLogs::new(&ctx.name, &ctx.agent_id, c)?;
+            delivery::run(ctx, &c.delivery, platform, &added).await
+        }
+        SinkKind::SplunkHec(c) => {
+            let platform = splunk_hec::SplunkHec::new(&ctx.name, &ctx.agent_id, c)?;
+            delivery::run(ctx, &c.delivery, platform, &added).await
+        }
+        SinkKind::Elasticsearch(c) => {
+            let platform = elasticsearch::Elasticsearch::new(&ctx.name, &ctx.agent_id, c)?;
+            delivery::run(ctx, &c.delivery, platform, &added).await
+        }
+    }
 }

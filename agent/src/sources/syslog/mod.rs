@@ -30,7 +30,7 @@
 //!   network, and those in the socket buffer at a crash, are not seen by anyone.
 
 mod framing;
-mod parse;
+pub(crate) mod parse;
 mod tcp;
 mod tls;
 mod udp;

@@ -291,7 +291,7 @@ fn to_nanos(
 }
 
 /// An RFC 3339 timestamp (`2003-10-11T22:14:15.003Z`, `…+02:00`) in nanoseconds, UTC.
-fn parse_rfc3339(t: &[u8]) -> Option<u64> {
+pub(crate) fn parse_rfc3339(t: &[u8]) -> Option<u64> {
     if t.len() < 20
         || t[4] != b'-'
         || t[7] != b'-'

@@ -1,46 +1,42 @@
-//! The HTTP uploader: one per sink. Two halves run side by side:
+//! The one delivery mechanism of every uploading sink (`http`, `azure_monitor_logs`,
+//! `splunk_hec`, `elasticsearch`); a platform is a [`Platform`] — its encoding, limits,
+//! authentication and reading of answers — and nothing more. Two halves run side by side:
 //!
-//! 1. the **reader** owns the cursor: it fills batches ([`BatchReader`]), encodes and
-//!    compresses them off the async threads, hands them over, and applies acknowledgements;
-//! 2. the **sender** keeps up to `concurrency` requests in flight and retries each
-//!    forever — connection errors, timeouts, 408, 429, 5xx, 401/403 — with backoff and
-//!    `Retry-After`; splits on 413; dead-letters other 4xx. It reports completed batches
-//!    in order, so the cursor only ever advances over a contiguous delivered prefix.
+//! 1. the **reader** owns the cursor: it fills batches ([`BatchReader`]), encodes them into
+//!    requests under the platform's size limit and compresses them off the async threads
+//!    ([`prepare`]), hands them over, and applies acknowledgements;
+//! 2. the **sender** ([`send`]) keeps up to `concurrency` batches in flight and retries each
+//!    request forever — connection errors, timeouts and whatever the platform calls
+//!    transient — with backoff and `Retry-After`; splits on 413; resends only the items a
+//!    per-item answer asks for; dead-letters what is refused for good, with a notice. It
+//!    reports completed batches in order, so the cursor only ever advances over a
+//!    contiguous delivered prefix.
 //!
-//! While one request is in flight the next batch is already being compressed.
+//! While one request is in flight the next batch is already being encoded.
 mod client;
-mod deliver;
+mod platform;
+mod prepare;
+mod send;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::HttpSinkConfig;
+use crate::config::DeliveryConfig;
 use crate::error::{Error, Result};
 use crate::event::hostname;
 use crate::metrics::Metrics;
-use crate::sinks::batch::{Batch, BatchLimits, BatchReader};
-use crate::sinks::encode::{encode, gzip};
+use crate::sinks::batch::{BatchLimits, BatchReader};
+use crate::sinks::encode::SinkFields;
 use crate::sinks::SinkContext;
 
-pub use client::build_client;
-use client::static_headers;
-use deliver::Sender;
-
-/// A batch ready to send: its range and body only. Its records are dropped once encoded
-/// (they stay in the WAL until acknowledged and are read again if a 413 or a permanent
-/// rejection needs them), so batches in flight cost their compressed size.
-struct Prepared {
-    first_seq: u64,
-    last_seq: u64,
-    events: usize,
-    gap_reasons: Vec<&'static str>,
-    body: Bytes,
-    /// Appended to the idempotency key (a notice about a batch is not that batch).
-    key_suffix: &'static str,
-}
+pub use client::{build_client, error_chain};
+pub use platform::{
+    Answer, Framing, Item, ItemAnswer, ItemKind, NotReady, Outgoing, Platform, Rejection,
+};
+use prepare::{Encoder, KeyKind, Prepared};
+use send::Sender;
 
 /// How a batch ended.
 enum Outcome {
@@ -51,9 +47,16 @@ enum Outcome {
 }
 
 /// Runs the uploader of one sink until shutdown.
-pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
-    let client = build_client(&ctx.name, &cfg)?;
-    let headers = static_headers(&ctx.name, &cfg, &ctx.agent_id)?;
+///
+/// `added_fields` are the fields the platform writes into every event besides the seq
+/// field ([`crate::config::SinkKind::added_fields`]).
+pub async fn run<P: Platform>(
+    ctx: SinkContext,
+    cfg: &DeliveryConfig,
+    platform: P,
+    added_fields: &[String],
+) -> Result<()> {
+    let client = build_client(&ctx.name, cfg)?;
     let SinkContext {
         name,
         mut cursor,
@@ -67,6 +70,7 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         wal,
         seq_field,
         alert_after,
+        agent_sources,
     } = ctx;
     metrics.sink_state(&name, |s| s.last_progress = Some(std::time::Instant::now()));
     let limits = BatchLimits {
@@ -74,21 +78,28 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
         max_bytes: cfg.batch_max_bytes,
         timeout: cfg.batch_timeout,
     };
-    let host = hostname();
+    let platform = Arc::new(platform);
+    let encoder = Arc::new(Encoder {
+        platform: platform.clone(),
+        host: hostname(),
+        fields: SinkFields::new(seq_field.as_deref(), added_fields),
+        agent_sources,
+        gzip: cfg.gzip,
+        key_prefix: format!("{agent_id}-{name}"),
+    });
     let sender = Arc::new(Sender {
         name: name.clone(),
         cfg: cfg.clone(),
         client,
-        headers,
-        host: host.clone(),
         agent_id,
         metrics: metrics.clone(),
         dead_letter_dir,
         shutdown: shutdown.clone(),
         wal,
         inputs: inputs.clone(),
-        seq_field: seq_field.clone(),
         alert_after,
+        platform,
+        encoder: encoder.clone(),
     });
     let (tx, rx) = mpsc::channel::<Prepared>(1);
     let (ack_tx, ack_rx) = watch::channel(0u64);
@@ -120,7 +131,12 @@ pub async fn run(ctx: SinkContext, cfg: HttpSinkConfig) -> Result<()> {
                 }
                 _ = shutdown.changed() => {}
                 batch = reader.next(&mut cursor) => {
-                    let prepared = prepare(batch?, sender.clone()).await;
+                    let batch = batch?;
+                    let enc = encoder.clone();
+                    let prepared = tokio::task::spawn_blocking(move || enc.prepare(&batch, KeyKind::Range))
+                        .await
+                        // encoding does not panic; if it did, fail loudly rather than send garbage.
+                        .unwrap_or_else(|e| panic!("encoding a batch panicked: {e}"));
                     let send = sender_tx.send(prepared);
                     tokio::pin!(send);
                     loop {
@@ -214,35 +230,4 @@ fn apply_ack(
         let _ = delivered.send(seq);
     }
     Ok(())
-}
-
-async fn prepare(batch: Batch, how: Arc<Sender>) -> Prepared {
-    tokio::task::spawn_blocking(move || {
-        let raw = encode(
-            &batch.records,
-            how.cfg.encoding,
-            &how.host,
-            how.seq_field.as_deref(),
-        );
-        let compress = how.cfg.gzip;
-        let body = if compress { gzip(&raw) } else { raw };
-        Prepared {
-            first_seq: batch.first_seq,
-            last_seq: batch.last_seq,
-            events: batch.records.len(),
-            gap_reasons: batch
-                .records
-                .iter()
-                .filter_map(|r| r.gap())
-                .map(|g| g.reason.as_str())
-                .collect(),
-            body: Bytes::from(body),
-            key_suffix: "",
-        }
-    })
-    .await
-    .unwrap_or_else(|e| {
-        // encode/gzip do not panic; if they did, fail loudly rather than send garbage.
-        panic!("encoding a batch panicked: {e}")
-    })
 }

@@ -1,16 +1,14 @@
 //! The HTTP client of a sink: TLS (rustls with ring, extra CA, client certificate), timeouts,
-//! no redirects, the headers every request carries; and error text without credentials.
+//! no redirects; and error text without credentials.
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-
-use crate::config::{Encoding, HttpSinkConfig};
+use crate::config::DeliveryConfig;
 use crate::error::{Error, Result};
 
 /// Builds the HTTP client of a sink: rustls (ring), the configured CA, client
 /// certificate and timeouts; no redirects (a POST must not silently become a GET).
-pub fn build_client(name: &str, cfg: &HttpSinkConfig) -> Result<reqwest::Client> {
+pub fn build_client(name: &str, cfg: &DeliveryConfig) -> Result<reqwest::Client> {
     let err = |reason: String| Error::Client {
         sink: name.to_string(),
         reason,
@@ -51,49 +49,8 @@ pub fn build_client(name: &str, cfg: &HttpSinkConfig) -> Result<reqwest::Client>
     b.build().map_err(|e| err(format!("HTTP client: {e}")))
 }
 
-pub(super) fn static_headers(
-    name: &str,
-    cfg: &HttpSinkConfig,
-    agent_id: &str,
-) -> Result<HeaderMap> {
-    let err = |reason: String| Error::Client {
-        sink: name.to_string(),
-        reason,
-    };
-    let mut h = HeaderMap::new();
-    let ct = match cfg.encoding {
-        Encoding::Ndjson => "application/x-ndjson",
-        Encoding::Json => "application/json",
-    };
-    h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    if cfg.gzip {
-        h.insert(
-            reqwest::header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
-    }
-    for (k, v) in &cfg.headers {
-        let k =
-            HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(format!("header {k:?}: {e}")))?;
-        let v = HeaderValue::from_str(v).map_err(|e| err(format!("header value: {e}")))?;
-        h.insert(k, v);
-    }
-    // An inline token goes into every request from here; a token file is read per request
-    // (see `attempt`), so that a rotated token takes effect without a restart.
-    if let Some(token) = &cfg.auth.bearer_token {
-        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| err("the bearer token is not a valid header value".into()))?;
-        v.set_sensitive(true);
-        h.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(agent_id) {
-        h.insert("gapless-agent-id", v);
-    }
-    Ok(h)
-}
-
 /// The error and its causes, without URLs that might carry credentials.
-pub(super) fn error_chain(e: &reqwest::Error) -> String {
+pub fn error_chain(e: &reqwest::Error) -> String {
     let mut s = e.without_url_ref().to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
