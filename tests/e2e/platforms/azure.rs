@@ -89,12 +89,16 @@ fn assert_secret_not_logged(agent: &Agent) {
     }
 }
 
-/// The files in `data_dir/dead-letter/sentinel/`, sorted.
+/// The `.ndjson` files (the events; each has a `.meta.json` beside it) in
+/// `data_dir/dead-letter/sentinel/`, sorted.
 fn dead_letter_files(data_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("dead-letter").join(SINK)) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+        .collect();
     files.sort();
     files
 }

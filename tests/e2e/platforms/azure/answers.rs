@@ -181,19 +181,53 @@ async fn a_400_dead_letters_the_call_and_a_notice_row_covers_its_seqs() {
     );
 }
 
+// Uncompressed this time, to cover `compression = "none"` too.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_500_and_a_reset_are_retried_until_stored() {
+async fn a_500_a_reset_a_408_and_a_stall_are_retried_until_stored() {
     let azure = Azure::start().await;
     azure.script(2, Fault::Status(500));
     azure.script(1, Fault::Reset);
     azure.script(1, Fault::Status(408));
-    let (agent, ingest) = start_agent(&azure, "max_events = 25", "").await;
+    azure.script(1, Fault::Stall);
+    let (agent, ingest) = start_agent(&azure, "max_events = 25", "compression = \"none\"").await;
     let lines = numbered_lines("azure 5xx", 0, 100);
     ingest.post_ok(&lines).await;
     azure.wait_for_rows(lines.len(), DELIVERY).await;
     check_delivery(&lines, &azure.rows()).assert_nothing_lost();
     assert!(dead_letter_files(agent.data_dir()).is_empty());
+    assert!(
+        azure
+            .requests()
+            .iter()
+            .all(|r| !r.headers.contains_key("content-encoding")),
+        "compression = \"none\" but a call was encoded"
+    );
     assert_protocol_kept(&azure);
+}
+
+// A 404 means a wrong DCR, stream or endpoint: configuration to fix. The agent retries
+// with an alarm rather than dead-lettering every row of a misconfigured sink.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_is_retried_with_an_alarm_and_nothing_is_dead_lettered() {
+    let azure = Azure::start().await;
+    azure.set_fault(Some(Fault::Status(404)));
+    let (agent, ingest) = start_agent(
+        &azure,
+        "max_events = 20",
+        "alert_after = \"1s\"\nalert_after_failed_requests = 3",
+    )
+    .await;
+    let lines = numbered_lines("azure 404", 0, 60);
+    ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery naming the DCR", async || {
+        let (code, body) = agent.api_get("/health/delivery").await;
+        code == 503 && body.contains("dcr_immutable_id")
+    })
+    .await;
+    assert!(dead_letter_files(agent.data_dir()).is_empty() && notices(&azure).is_empty());
+    azure.set_fault(None);
+    azure.wait_for_rows(lines.len(), DELIVERY).await;
+    check_delivery(&lines, &azure.rows()).assert_nothing_lost();
 }
 
 // kill -9 during an outage (503), then again while a call is in flight (held, never

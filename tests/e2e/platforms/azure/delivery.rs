@@ -179,7 +179,10 @@ async fn an_unreachable_or_refusing_token_endpoint_is_a_delay_with_a_reason_on_d
     check_delivery(&lines, &azure.rows()).assert_nothing_lost();
     assert_protocol_kept(&azure);
     assert_secret_not_logged(&agent);
-    eprintln!("reasons while down: {reasons}; while refused: {refused}");
+    assert!(
+        reasons.to_string().contains("token endpoint"),
+        "the reason does not name the token endpoint: {reasons}; later: {refused}"
+    );
 }
 
 /// Waits until `/health/delivery` answers 503 with a reason for the sink; returns the
@@ -416,4 +419,58 @@ auth = {{ tenant_id = "t", client_id = "c", client_secret = "s" }}
         status.success(),
         "validate refused a complete azure sink: {stderr}"
     );
+}
+
+// The limit is on the whole call: `[` + row + `]`. A row that makes a call of exactly
+// 1,048,576 bytes must go; one byte more can never be taken, so it is dead-lettered
+// rather than sent to be refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_of_exactly_one_mib_is_sent_and_one_byte_more_is_dead_lettered() {
+    let azure = Azure::start().await;
+    let (agent, ingest) = start_agent(&azure, "max_events = 1", "compression = \"none\"").await;
+    // A small row shows what the agent adds around a message (fields, time, ids).
+    ingest.post_ok(&["m".to_string()]).await;
+    let probe = azure.wait_for_rows(1, DELIVERY).await.remove(0);
+    let overhead = probe.to_string().len() - 1;
+    let line = |call_bytes: usize| "b".repeat(call_bytes - 2 - overhead);
+    ingest.post_ok(&[line(MAX_CALL_BYTES)]).await;
+    ingest.post_ok(&[line(MAX_CALL_BYTES + 1)]).await;
+    wait_until(SHORT, "a notice for seq 3", async || {
+        notices(&azure).iter().any(|n| n["first_seq"] == 3)
+    })
+    .await;
+    let exact = azure
+        .requests()
+        .into_iter()
+        .find(|r| r.rows.iter().any(|row| row["seq"] == 2))
+        .unwrap_or_else(|| {
+            panic!(
+                "the row of a call of exactly 1 MiB was never sent; {}",
+                azure.summary()
+            )
+        });
+    assert_eq!(
+        exact.sent_bytes, MAX_CALL_BYTES,
+        "the probe's overhead was misjudged"
+    );
+    assert!(exact.accepted(), "{}", azure.summary());
+    assert!(
+        azure.requests().iter().all(|r| r
+            .rows
+            .iter()
+            .all(|row| row["seq"] != 3 || row["gapless"] == "gap")),
+        "the row one byte too large was sent: {:?}; {}",
+        azure
+            .requests()
+            .iter()
+            .filter(|r| r
+                .rows
+                .iter()
+                .any(|row| row["seq"] == 3 && row["gapless"].is_null()))
+            .map(|r| (r.sent_bytes, r.plain_bytes, r.outcome, r.headers.clone()))
+            .collect::<Vec<_>>(),
+        azure.summary()
+    );
+    assert_eq!(dead_letter_files(agent.data_dir()).len(), 1);
+    assert_protocol_kept(&azure);
 }
