@@ -1,10 +1,12 @@
 //! Azure Monitor Logs Ingestion (Microsoft Sentinel): the receiver checked against its
 //! documentation ([`receiver`]), and the `azure_monitor_logs` sink of the real agent against
-//! it: delivery, tokens and limits ([`delivery`]), answers and crashes ([`answers`]).
+//! it: delivery, limits and time ([`delivery`]), Entra ID tokens ([`tokens`]), answers and
+//! crashes ([`answers`]).
 
 mod answers;
 mod delivery;
 mod receiver;
+mod tokens;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
