@@ -87,11 +87,13 @@ async fn serve(tcp: TcpStream, state: Arc<State>, endpoint: Endpoint) {
         };
         match action {
             Action::Reply(reply) => {
+                // Decided is done: the rows are the platform's before the client reads the
+                // 204 (so a test never sees the answer before the rows), and stay so if the
+                // answer is lost on the way — the case that makes duplicates.
+                state.finish(&slot, Outcome::Answered(reply.status));
                 if write_reply(conn.get_mut(), &reply).await.is_err() {
-                    state.finish(&slot, Outcome::Reset);
                     return;
                 }
-                state.finish(&slot, Outcome::Answered(reply.status));
             }
             Action::Reset => {
                 state.finish(&slot, Outcome::Reset);
