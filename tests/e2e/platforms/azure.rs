@@ -33,11 +33,22 @@ async fn start_agent_with(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (Agent, Ingest) {
+    start_agent_full(azure, "", batch, extra, env).await
+}
+
+/// [`start_agent_with`] with more `sources` (TOML tables) beside `in`.
+async fn start_agent_full(
+    azure: &Azure,
+    sources: &str,
+    batch: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Agent, Ingest) {
     let port = free_port();
     let mut builder = Agent::builder().listening_on(port);
     let secret = builder.path("client_secret");
     builder = builder.config(&format!(
-        "{}{}",
+        "{sources}\n{}{}",
         http_source("in", port, ""),
         azure.sink(SINK, &["in"], &secret, batch, extra)
     ));

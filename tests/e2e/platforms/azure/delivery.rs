@@ -339,3 +339,34 @@ async fn an_event_with_an_unreadable_timestamp_is_sent_with_its_receive_time() {
     assert_eq!(row["timestamp"], "yesterday at noon", "{row}");
     assert_protocol_kept(&azure);
 }
+
+// Heartbeats go to every sink: here as rows like any other, with TimeGenerated and the
+// agent's id, so that Sentinel can alert on an agent gone quiet.
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_arrive_as_rows_with_time_generated_and_the_agent_id() {
+    let azure = Azure::start().await;
+    let (agent, _ingest) = start_agent_full(
+        &azure,
+        "[sources.hb]\ntype = \"heartbeat\"\ninterval = \"300ms\"\n",
+        "max_events = 10",
+        "",
+        &[],
+    )
+    .await;
+    wait_until(SHORT, "two heartbeat rows", async || {
+        azure
+            .rows()
+            .iter()
+            .filter(|r| r["gapless"] == "heartbeat")
+            .count()
+            >= 2
+    })
+    .await;
+    let agent_id = agent.status_json().await["agent_id"].clone();
+    for row in azure.rows().iter().filter(|r| r["gapless"] == "heartbeat") {
+        assert_eq!(row["agent_id"], agent_id, "{row}");
+        let time = row["TimeGenerated"].as_str().unwrap_or_default();
+        assert!(rfc3339::parse(time).is_some(), "{row}");
+    }
+    assert_protocol_kept(&azure);
+}
