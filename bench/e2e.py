@@ -18,6 +18,9 @@ source; it also prints the rate at which the source answered 200 (events durable
 
     python3 bench/e2e.py --source http [--lines 1000000] [--events-per-request 1000] [--clients 2]
 
+With --sink azure_monitor_logs|splunk_hec|elasticsearch the agent sends to that platform's
+API instead of the generic http sink; the count receiver answers as the platform documents.
+
 With --source journald the N lines are entries of a pre-filled journal file (written, before
 the clock starts, by systemd-journal-remote from export format: MESSAGE of about 200 bytes,
 _SYSTEMD_UNIT, PRIORITY, SYSLOG_IDENTIFIER, _PID, two boots), read through journalctl by a
@@ -163,6 +166,20 @@ def post_all(port, bodies, clients):
         sys.exit(f"the http source refused a request: {errors[0]}")
     return time.time() - t0
 
+def sink_keys(sink, port):
+    """The keys of the benchmarked sink, pointed at the count receiver."""
+    base = f"http://127.0.0.1:{port}"
+    if sink == "azure_monitor_logs":
+        return (f'type = "azure_monitor_logs"\nendpoint = "{base}"\nauthority = "{base}"\n'
+                'dcr_immutable_id = "dcr-bench"\nstream_name = "Custom-Bench_CL"\n'
+                'auth = { tenant_id = "bench", client_id = "bench", client_secret = "bench" }')
+    if sink == "splunk_hec":
+        return f'type = "splunk_hec"\nendpoint = "{base}"\ntoken = "bench"'
+    if sink == "elasticsearch":
+        return f'type = "elasticsearch"\nendpoints = ["{base}"]'
+    return f'type = "http"\nuri = "{base}/ingest"'
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=2_000_000)
@@ -174,6 +191,8 @@ def main():
     ap.add_argument("--events-per-request", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--sender", choices=["python", "loggen"], default="python")
+    ap.add_argument("--sink", choices=["http", "azure_monitor_logs", "splunk_hec", "elasticsearch"], default="http",
+                    help="the platform the agent sends to (the count receiver answers as each documents)")
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
     args = ap.parse_args()
     if args.source != "file" and args.outage_gib > 0:
@@ -238,8 +257,7 @@ max_bytes = "8GiB"
 [sources.app]
 {source}
 [sinks.platform]
-type = "http"
-uri = "http://127.0.0.1:{recv_port}/ingest"
+{sink_keys(args.sink, recv_port)}
 compression = "gzip"
 batch = {{ max_events = 5000, max_bytes = "4MiB", timeout = "200ms" }}
 retry = {{ initial_backoff = "100ms", max_backoff = "1s" }}

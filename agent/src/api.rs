@@ -116,6 +116,9 @@ pub fn delivery_health(
                 "backlog_events": c.backlog_records,
                 "oldest_undelivered_age_seconds": age.map(|a| a.as_secs_f64()),
                 "consecutive_failures": state.consecutive_failures,
+                "failing_for_seconds": state.failing_since.map(|t| t.elapsed().as_secs_f64()),
+                "alert_after_seconds": alert.alert_after.as_secs_f64(),
+                "alert_after_failed_requests": alert.failed_requests,
             }),
         );
     }
@@ -168,18 +171,26 @@ async fn ready(State(s): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
+/// `/metrics`: OpenMetrics when the scraper accepts it (Prometheus asks for it first),
+/// else the Prometheus text format 0.0.4.
+async fn metrics(State(s): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> Response {
     let wal = s.wal.clone();
     if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || wal.stats()).await {
         s.metrics.observe_wal(&stats);
     }
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
+        [(header::CONTENT_TYPE, content_type)],
+        s.metrics.encode(openmetrics),
     )
         .into_response()
 }

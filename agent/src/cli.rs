@@ -1,5 +1,5 @@
-//! The command line: `run`, `validate`, `wal inspect|verify|dump|forget-cursor`,
-//! `--version`. This is the binary's edge: errors become messages and exit codes here.
+//! The command line: `run`, `validate`, `status`, `top`, `dead-letter list|replay`,
+//! `verify-stream`, `wal inspect|verify|dump|forget-cursor`, `--version`. This is the binary's edge: errors become messages and exit codes here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,14 +42,23 @@ enum Command {
     /// rate, time to drain and last error; per source the events in; WAL usage and drops.
     /// Exits 1 when delivery is unhealthy.
     ///
-    /// Example: gapless status --api 127.0.0.1:8686
+    /// Example: gapless status --config /etc/gapless/gapless.toml
     Status {
-        /// The agent's API address (`api.address`).
-        #[arg(long, default_value = "127.0.0.1:8686")]
-        api: String,
+        #[command(flatten)]
+        agent: AgentApi,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of a running agent in the terminal: per sink backlog, oldest undelivered
+    /// age, delivery rate with its history, last error and health; per source events/s;
+    /// WAL usage and drops. `q` quits, `Tab`/arrows choose the sink. Exits 1 when the
+    /// agent stops answering.
+    ///
+    /// Example: gapless top --config /etc/gapless/gapless.toml
+    Top {
+        #[command(flatten)]
+        agent: AgentApi,
     },
     /// Batches a destination rejected for good (4xx), kept in data_dir/dead-letter/<sink>/.
     ///
@@ -83,6 +92,46 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+}
+
+/// How a command finds a running agent: `--api`, else `api.address` of `--config`, else the
+/// default.
+#[derive(Debug, clap::Args)]
+struct AgentApi {
+    /// The config file, for `api.address` (default /etc/gapless/gapless.toml when it exists).
+    #[arg(long, short, env = "GAPLESS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The agent's API address (overrides the config's `api.address`), like 127.0.0.1:8686.
+    #[arg(long)]
+    api: Option<String>,
+}
+
+impl AgentApi {
+    /// The API address to use, without a scheme.
+    fn address(&self) -> Result<String, ExitCode> {
+        if let Some(api) = &self.api {
+            return Ok(api_address(api));
+        }
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        if !explicit && !path.exists() {
+            return Ok("127.0.0.1:8686".into());
+        }
+        match Config::load(&path) {
+            Ok(c) => Ok(c.api.address.to_string()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+}
+
+/// `http://127.0.0.1:8686/` → `127.0.0.1:8686`.
+fn api_address(api: &str) -> String {
+    api.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,7 +217,19 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Validate { config } => validate(config),
         Command::Wal { command } => wal(command),
-        Command::Status { api, json } => status(&api, json),
+        Command::Status { agent, json } => match agent.address() {
+            Ok(api) => status(&api, json),
+            Err(code) => code,
+        },
+        Command::Top { agent } => match agent.address() {
+            Ok(api) => match crate::top::run(&api) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!(
+                    "{e} (is the agent running with api.address = {api:?}?)"
+                )),
+            },
+            Err(code) => code,
+        },
         Command::DeadLetter { command } => dead_letter(command),
         Command::VerifyStream {
             files,
@@ -272,9 +333,10 @@ fn run(path: PathBuf) -> ExitCode {
     };
     match rt.block_on(crate::pipeline::run(config, Some(path))) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once logging runs, the error is said once, as a log line (journald keeps it).
         Err(e) => {
             tracing::error!(error = %e, "gapless cannot run");
-            fail(e)
+            ExitCode::FAILURE
         }
     }
 }

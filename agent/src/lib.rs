@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod reserved;
 pub mod sinks;
 pub mod sources;
+pub mod top;
 pub mod wal_tools;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use crate::continuity;
 use crate::error::{Error, Result};
 use crate::sinks::dead_letter;
 
-fn get_status(
+pub(crate) fn get_status(
     client: &reqwest::Client,
     api: &str,
 ) -> impl std::future::Future<Output = Result<Value>> {
@@ -34,7 +34,8 @@ fn get_status(
     }
 }
 
-fn age(secs: Option<f64>) -> String {
+/// A duration in seconds as `42s`, `7m`, `1.5h`, or `-`.
+pub(crate) fn age(secs: Option<f64>) -> String {
     match secs {
         None => "-".into(),
         Some(s) if s < 120.0 => format!("{s:.0}s"),
@@ -43,7 +44,8 @@ fn age(secs: Option<f64>) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A byte count as `1.5 MiB`.
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
@@ -87,13 +89,33 @@ pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> 
         return Ok(healthy);
     }
     let w = &now["wal"];
+    // Healthy while failing (an outage shorter than alert_after) is said as it is.
+    let failing: Vec<String> = now["delivery"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, d)| d["healthy"] == true && d["consecutive_failures"].as_u64().unwrap_or(0) > 0)
+        .map(|(name, d)| {
+            format!(
+                "sink {name} failing for {} ({} requests); unhealthy after {} or {} failed requests",
+                age(d["failing_for_seconds"].as_f64()),
+                d["consecutive_failures"],
+                age(d["alert_after_seconds"].as_f64()),
+                d["alert_after_failed_requests"]
+            )
+        })
+        .collect();
+    let verdict = match (healthy, failing.is_empty()) {
+        (false, _) => "UNHEALTHY".to_string(),
+        (true, true) => "HEALTHY".to_string(),
+        (true, false) => format!("HEALTHY so far — {}", failing.join("; ")),
+    };
     let _ = writeln!(
         out,
-        "agent {} (gapless {}), up {}, delivery {}",
+        "agent {} (gapless {}), up {}, delivery {verdict}",
         now["agent_id"].as_str().unwrap_or("?"),
         now["version"].as_str().unwrap_or("?"),
         age(now["uptime_seconds"].as_f64()),
-        if healthy { "HEALTHY" } else { "UNHEALTHY" }
     );
     let used = w["bytes"].as_u64().unwrap_or(0);
     let max = w["max_bytes"].as_u64().unwrap_or(1).max(1);
@@ -112,9 +134,13 @@ pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> 
     let _ = writeln!(out, "sinks:");
     if let Some(sinks) = now["sinks"].as_object() {
         for (name, s) in sinks {
+            let failures = s["consecutive_failures"].as_u64().unwrap_or(0);
             let drain = match s["estimated_drain_seconds"].as_f64() {
                 Some(0.0) => "caught up".to_string(),
                 Some(d) => format!("drains in ~{}", age(Some(d))),
+                None if failures > 0 => {
+                    format!("not draining: {failures} requests failed in a row")
+                }
                 None => "not draining".to_string(),
             };
             let _ = writeln!(
@@ -171,8 +197,23 @@ pub async fn status(api: &str, json: bool, out: &mut dyn Write) -> Result<bool> 
     Ok(healthy)
 }
 
+/// An error naming the configured sinks when `sink` is not one of them.
+fn known_sink(config: &Config, sink: &str) -> Result<()> {
+    if config.sinks.contains_key(sink) {
+        return Ok(());
+    }
+    Err(Error::Client {
+        sink: sink.to_string(),
+        reason: format!(
+            "no sink of that name in the config (sinks: {})",
+            config.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
 /// `gapless dead-letter list`: the dead-lettered batches of a sink.
 pub fn dead_letter_list(config: &Config, sink: &str, out: &mut dyn Write) -> Result<()> {
+    known_sink(config, sink)?;
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     if items.is_empty() {
@@ -198,69 +239,66 @@ pub fn dead_letter_list(config: &Config, sink: &str, out: &mut dyn Write) -> Res
     Ok(())
 }
 
-/// `gapless dead-letter replay`: sends each dead-lettered batch of `sink` again with the
-/// sink's current settings (uri, credentials, TLS), and deletes it once answered 2xx. Stops
-/// at the first failure. Returns (replayed, remaining).
+/// `gapless dead-letter replay`: sends each dead-lettered batch of `sink` again through its
+/// platform with the sink's current settings (address, credentials, TLS), and deletes it
+/// once the platform took all of it. Stops at the first failure. Returns (replayed,
+/// remaining).
 pub async fn dead_letter_replay(
     config: &Config,
     sink: &str,
     out: &mut dyn Write,
 ) -> Result<(usize, usize)> {
-    let Some(SinkKind::Http(cfg)) = config.sinks.get(sink).map(|s| &s.kind) else {
-        return Err(Error::Client {
-            sink: sink.to_string(),
-            reason: "no http sink of that name in the config".into(),
-        });
+    let no_sink = |reason: &str| Error::Client {
+        sink: sink.to_string(),
+        reason: reason.into(),
     };
-    let client = crate::sinks::delivery::build_client(sink, &cfg.delivery)?;
+    known_sink(config, sink)?;
+    let Some(s) = config.sinks.get(sink) else {
+        return Err(no_sink("no sink of that name in the config"));
+    };
     let agent_id = crate::pipeline::agent_id(config)?;
+    let seq_field = s.seq_field.as_deref();
+    let added = s.kind.added_fields();
+    use crate::sinks::delivery::Replay;
+    use crate::sinks::{azure_monitor_logs, elasticsearch, http, splunk_hec};
+    match &s.kind {
+        SinkKind::Console => Err(no_sink("a console sink has no dead letters")),
+        SinkKind::Http(c) => {
+            let p = http::Http::new(sink, (**c).clone())?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::AzureMonitorLogs(c) => {
+            let p = azure_monitor_logs::AzureMonitorLogs::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::SplunkHec(c) => {
+            let p = splunk_hec::SplunkHec::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::Elasticsearch(c) => {
+            let p = elasticsearch::Elasticsearch::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+    }
+}
+
+async fn replay_all<P: crate::sinks::delivery::Platform>(
+    config: &Config,
+    sink: &str,
+    replay: &crate::sinks::delivery::Replay<P>,
+    out: &mut dyn Write,
+) -> Result<(usize, usize)> {
     let dir = config.data_dir.join("dead-letter").join(sink);
     let items = dead_letter::list(&dir)?;
     let total = items.len();
     for (i, (path, meta)) in items.iter().enumerate() {
         let body = std::fs::read(path).map_err(|e| Error::io("read dead letter", path, e))?;
-        let body = if cfg.delivery.gzip {
-            crate::sinks::encode::gzip(&body)
-        } else {
-            body
-        };
-        let mut req = client
-            .post(cfg.uri.clone())
-            .header("content-type", "application/x-ndjson")
-            .header("gapless-agent-id", agent_id.as_str())
-            .header(
-                "gapless-seq-range",
-                format!("{}-{}", meta.first_seq, meta.last_seq),
-            )
-            .header(
-                "gapless-prev-seq",
-                meta.first_seq.saturating_sub(1).to_string(),
-            )
-            .header(
-                "idempotency-key",
-                format!(
-                    "{agent_id}-{sink}-{}-{}-replay",
-                    meta.first_seq, meta.last_seq
-                ),
-            )
-            .header("gapless-replay", "dead-letter")
-            .body(body);
-        if cfg.delivery.gzip {
-            req = req.header("content-encoding", "gzip");
-        }
-        for (k, v) in &cfg.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(token) = cfg
-            .auth
-            .token()
-            .map_err(|e| Error::io("read token", "auth.bearer_token_file", e))?
-        {
-            req = req.bearer_auth(token);
-        }
-        let result = req.send().await;
-        match result {
-            Ok(resp) if resp.status().is_success() => {
+        match replay.send(meta, &body).await {
+            Ok(()) => {
                 let _ = std::fs::remove_file(path);
                 let _ = std::fs::remove_file(meta_path(path));
                 let _ = writeln!(
@@ -272,22 +310,13 @@ pub async fn dead_letter_replay(
                     meta.events
                 );
             }
-            Ok(resp) => {
+            Err(why) => {
                 let _ = writeln!(
                     out,
-                    "[{}/{total}] HTTP {} for seqs {}..={}; stopping (the file stays)",
+                    "[{}/{total}] seqs {}..={} not taken: {why}; stopping (the file stays)",
                     i + 1,
-                    resp.status(),
                     meta.first_seq,
                     meta.last_seq
-                );
-                return Ok((i, total - i));
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "[{}/{total}] request failed: {e}; stopping (the file stays)",
-                    i + 1
                 );
                 return Ok((i, total - i));
             }
@@ -299,6 +328,17 @@ pub async fn dead_letter_replay(
 fn meta_path(ndjson: &Path) -> std::path::PathBuf {
     let name = ndjson.file_name().and_then(|n| n.to_str()).unwrap_or("");
     ndjson.with_file_name(format!("{}.meta.json", name.trim_end_matches(".ndjson")))
+}
+
+/// ` seqs 3..=5`, ` seq 3`, or nothing when the gap names no seqs.
+fn seq_range(g: &continuity::GapSeen) -> String {
+    match (g.first_seq, g.last_seq) {
+        (Some(a), Some(z)) if a == z => format!(" seq {a}"),
+        (Some(a), Some(z)) => format!(" seqs {a}..={z}"),
+        (Some(a), None) => format!(" seqs from {a}"),
+        (None, Some(z)) => format!(" seqs up to {z}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// `gapless verify-stream`: checks captured batches for silent holes and duplicates.
@@ -337,15 +377,18 @@ pub fn verify_stream(
         for g in &report.gaps {
             let _ = writeln!(
                 out,
-                "  gap: {} seqs {:?}..{:?} ({:?} events)",
-                g.reason, g.first_seq, g.last_seq, g.events
+                "  gap: {}{}{}",
+                g.reason,
+                seq_range(g),
+                g.events.map_or(String::new(), |n| format!(" ({n} events)"))
             );
         }
         for g in &report.ignored_gaps {
             let _ = writeln!(
                 out,
-                "  IGNORED gap-like event, not the agent's (no seq of its own, or seqs after it): {} seqs {:?}..{:?}",
-                g.reason, g.first_seq, g.last_seq
+                "  IGNORED gap-like event, not the agent's (no seq of its own, or seqs after it): {}{}",
+                g.reason,
+                seq_range(g)
             );
         }
         for (a, z) in &report.missing {

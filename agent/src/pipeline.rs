@@ -391,9 +391,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                 };
                 // Exported from the start at 0, so that an alert on their increase has a
                 // series to look at before the first event.
-                let label = crate::metrics::SinkLabel { sink: name.clone() };
-                let _ = metrics.sink_watchdog_restarts.get_or_create(&label);
-                let _ = metrics.sink_retries.get_or_create(&label);
+                metrics.init_sink(&name);
                 let ctx = SinkContext {
                     name: name.clone(),
                     cursor,

@@ -222,3 +222,30 @@ impl Platform for AzureMonitorLogs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The shipped DCR declares a column for every top-level field gapless writes, so
+    /// that none is silently dropped by Azure (which ignores undeclared properties).
+    #[test]
+    fn the_shipped_dcr_declares_every_field_the_agent_writes() {
+        let dcr: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../packaging/azure/dcr.json"))
+                .unwrap_or_default();
+        let columns: Vec<&str> = dcr["properties"]["streamDeclarations"]["Custom-GaplessLogs_CL"]
+            ["columns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        let written = crate::reserved::AGENT_FIELDS.iter().copied().chain([
+            "TimeGenerated",
+            crate::reserved::TIME_ORIGINAL,
+            crate::reserved::AGENT_ID,
+            crate::reserved::DEFAULT_SEQ_FIELD,
+            crate::reserved::CLIENT_FIELDS,
+        ]);
+        for field in written {
+            assert!(columns.contains(&field), "{field} is not a DCR column");
+        }
+    }
+}

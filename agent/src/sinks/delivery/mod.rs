@@ -16,6 +16,7 @@
 mod client;
 mod platform;
 mod prepare;
+mod replay;
 mod send;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use platform::{
     Answer, Framing, Item, ItemAnswer, ItemKind, NotReady, Outgoing, Platform, Rejection,
 };
 use prepare::{Encoder, KeyKind, Prepared};
+pub use replay::Replay;
 use send::Sender;
 
 /// How a batch ended.

@@ -105,6 +105,22 @@ impl<'a> Item<'a> {
         }
     }
 
+    pub(super) fn stored(
+        seq: u64,
+        object: &'a [u8],
+        host: &'a str,
+        fields: Option<&'a SinkFields>,
+    ) -> Self {
+        Item {
+            seq,
+            kind: ItemKind::Event,
+            source: "",
+            content: Content::Object(object),
+            host,
+            fields,
+        }
+    }
+
     /// Writes the item's JSON object as the `http` sink sends it — the sink's seq field
     /// first — with `head` (`"k":v` pairs joined by commas, or empty) spliced in before it.
     /// A field of the stored object named like one of the sink's fields (a record stored

@@ -58,6 +58,8 @@ pub(super) enum KeyKind {
     Items,
     /// Dead-letter notices about its range.
     Notice,
+    /// A dead letter sent again by `gapless dead-letter replay`.
+    Replay,
 }
 
 /// Writes records as a platform wants them.
@@ -102,6 +104,16 @@ impl<P: Platform> Encoder<P> {
         let first = notices.first().map_or(0, |n| n.0);
         let last = notices.last().map_or(0, |n| n.1);
         self.pack(w, first, last, KeyKind::Notice)
+    }
+
+    /// The requests of stored objects (a dead letter's lines): (seq, JSON object).
+    pub fn prepare_stored(&self, objects: &[(u64, &[u8])], first: u64, last: u64) -> Prepared {
+        let mut w = self.start(objects.len(), objects.iter().map(|o| o.1.len()).sum());
+        for (seq, json) in objects {
+            let item = Item::stored(*seq, json, &self.host, self.fields.as_ref());
+            self.push(&mut w, &item, None);
+        }
+        self.pack(w, first, last, KeyKind::Replay)
     }
 
     fn classify<'r>(&self, r: &'r Record) -> (&'r str, ItemKind) {
@@ -233,6 +245,7 @@ impl<P: Platform> Encoder<P> {
         match kind {
             KeyKind::Range => format!("{prefix}-{first}-{last}"),
             KeyKind::Notice => format!("{prefix}-{first}-{last}-dead-letter"),
+            KeyKind::Replay => format!("{prefix}-{first}-{last}-replay"),
             KeyKind::Items => {
                 // FNV-1a over the seqs: a resend of other items of the range is another body.
                 let mut h: u64 = 0xcbf2_9ce4_8422_2325;

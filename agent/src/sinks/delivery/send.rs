@@ -382,21 +382,7 @@ impl<P: Platform> Sender<P> {
                 }
             }
         };
-        let mut builder = builder
-            .header("idempotency-key", request.key.as_str())
-            .header("gapless-agent-id", self.agent_id.as_str())
-            .header(
-                "gapless-seq-range",
-                format!("{}-{}", request.first_seq, request.last_seq),
-            )
-            .header(
-                "gapless-prev-seq",
-                request.first_seq.saturating_sub(1).to_string(),
-            )
-            .body(request.body.clone());
-        if self.cfg.gzip {
-            builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
+        let builder = with_body(builder, request, &self.agent_id, self.cfg.gzip);
         let status_label = |s: &str| RequestLabel {
             sink: self.name.clone(),
             status: s.to_string(),
@@ -587,7 +573,24 @@ impl<P: Platform> Sender<P> {
                     break;
                 }
                 let wait = self.policy().backoff(refusals);
-                tracing::error!(sink = %self.name, first_seq = request.first_seq, last_seq = request.last_seq, retry_in_ms = wait.as_millis() as u64, "the platform refused the dead-letter notice; retrying (the events themselves are in the dead-letter queue)");
+                let why = match &done {
+                    Final::Rejected(r) => format!("HTTP {} {} {}", r.status, r.error, r.response),
+                    Final::TooLarge => "HTTP 413".to_string(),
+                    Final::Items(_) => "some notices refused".to_string(),
+                    Final::Delivered => String::new(),
+                };
+                let why: String = why.chars().take(300).collect();
+                tracing::error!(sink = %self.name, first_seq = request.first_seq, last_seq = request.last_seq, error = %why, retry_in_ms = wait.as_millis() as u64, "the platform refused the dead-letter notice; retrying (the events themselves are in the dead-letter queue)");
+                // Visible in /status and /health/delivery: the sink is held by this notice.
+                self.failed(
+                    refusals,
+                    &format!(
+                        "dead-letter notice for seqs {}..={} refused: {why}",
+                        request.first_seq, request.last_seq
+                    ),
+                    wait,
+                    false,
+                );
                 refusals = refusals.saturating_add(1);
                 if !self.pause(wait).await {
                     return Err(Stop::Shutdown);
@@ -598,6 +601,33 @@ impl<P: Platform> Sender<P> {
             tracing::error!(sink = %self.name, "a dead-letter notice is larger than the platform takes; it is not sent (the events are in the dead-letter queue)");
         }
         Ok(())
+    }
+}
+
+/// `builder` with the request's body and the headers every request carries: the
+/// idempotency key, the agent id, the continuity headers and `Content-Encoding`.
+pub(super) fn with_body(
+    builder: reqwest::RequestBuilder,
+    request: &Request,
+    agent_id: &str,
+    gzip: bool,
+) -> reqwest::RequestBuilder {
+    let builder = builder
+        .header("idempotency-key", request.key.as_str())
+        .header("gapless-agent-id", agent_id)
+        .header(
+            "gapless-seq-range",
+            format!("{}-{}", request.first_seq, request.last_seq),
+        )
+        .header(
+            "gapless-prev-seq",
+            request.first_seq.saturating_sub(1).to_string(),
+        )
+        .body(request.body.clone());
+    if gzip {
+        builder.header(reqwest::header::CONTENT_ENCODING, "gzip")
+    } else {
+        builder
     }
 }
 

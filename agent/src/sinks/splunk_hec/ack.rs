@@ -15,6 +15,7 @@ use crate::sinks::delivery::{error_chain, Answer};
 
 /// Waits for the acknowledgements of one sink's channel.
 pub struct AckWaiter {
+    no_ack_warned: std::sync::atomic::AtomicBool,
     url: reqwest::Url,
     channel: String,
     token: Secret,
@@ -31,11 +32,24 @@ impl AckWaiter {
     /// A waiter querying `url` (`…/services/collector/ack`) on a new channel.
     pub fn new(url: reqwest::Url, token: Secret, interval: Duration, timeout: Duration) -> Self {
         AckWaiter {
+            no_ack_warned: std::sync::atomic::AtomicBool::new(false),
             url,
             channel: uuid::Uuid::new_v4().to_string(),
             token,
             interval,
             timeout,
+        }
+    }
+
+    /// Splunk accepted a request without an `ackId`: says so once.
+    pub fn no_ack_id(&self) {
+        if !self
+            .no_ack_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                "indexer_acknowledgement is on but Splunk answers without an ackId: the HEC token has acknowledgement disabled; events count as delivered when accepted, as without acknowledgement"
+            );
         }
     }
 

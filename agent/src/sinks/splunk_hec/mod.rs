@@ -14,7 +14,9 @@
 //!   and 400 codes 10, 11 (channel) and 14 (acknowledgement disabled) retried with an alarm:
 //!   configuration to fix; other 400 codes refused for good; 413 split.
 //! - Indexer acknowledgement ([`ack`]): with it, accepted is not delivered — the request's
-//!   `ackId` must be reported `true` by `/services/collector/ack` first.
+//!   `ackId` must be reported `true` by `/services/collector/ack` first. A 200 without
+//!   `ackId` (the token has acknowledgement off) counts as delivered, with an error logged:
+//!   sending it again would index it again, and Splunk offers nothing more to wait for.
 
 pub mod ack;
 
@@ -195,11 +197,12 @@ impl Platform for SplunkHec {
         if status.is_success() {
             return match (&self.acks, answer.ack_id) {
                 (Some(acks), Some(id)) => acks.wait(client, id).await,
-                (Some(_), None) => Answer::Retry {
-                    wait: None,
-                    why: why("no ackId although indexer_acknowledgement is on; is acknowledgement enabled for this token?"),
-                    alarm: true,
-                },
+                // Splunk took the events but offers no acknowledgement (the token has it
+                // off): delivered as without it — resending would index them again and again.
+                (Some(acks), None) => {
+                    acks.no_ack_id();
+                    Answer::Delivered
+                }
                 (None, _) => Answer::Delivered,
             };
         }

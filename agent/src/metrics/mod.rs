@@ -13,6 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+mod exposition;
+mod process;
+
 /// Label set `{source="…"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
@@ -35,6 +38,25 @@ pub struct RequestLabel {
     /// HTTP status, or `error` for a connection error or timeout.
     pub status: String,
 }
+
+/// Label set `{version="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    /// The agent's version.
+    pub version: String,
+}
+
+/// Every `reason` of `gapless_dropped_events_total` and `gapless_gap_records_total`: the WAL's
+/// gap reasons and `dead_letter`. Each exists at 0 from the start, so that `increase()` and
+/// absence alerts have a series to look at.
+pub const REASONS: &[&str] = &[
+    "wal_full_drop_oldest",
+    "wal_full_drop_newest",
+    "wal_corrupt",
+    "wal_missing",
+    "source_overflow",
+    "dead_letter",
+];
 
 /// Label set `{reason="…"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +94,9 @@ pub struct SinkState {
     /// When the last "still failing" error was logged.
     #[serde(skip)]
     pub last_alert_log: Option<Instant>,
+    /// When the current run of failures began (`None` while requests succeed).
+    #[serde(skip)]
+    pub failing_since: Option<Instant>,
 }
 
 /// What `/status` says about a source.
@@ -112,6 +137,16 @@ pub struct FileState {
     pub offset: u64,
     /// Its size when last polled.
     pub size: u64,
+}
+
+/// The WAL's running totals, to turn into counter increments.
+#[derive(Debug, Default, Clone, Copy)]
+struct WalTotals {
+    records: u64,
+    bytes: u64,
+    syncs: u64,
+    sync_seconds: f64,
+    disk_full: u64,
 }
 
 /// All metrics of one agent.
@@ -156,6 +191,8 @@ pub struct Metrics {
     pub dropped_events: Family<ReasonLabel, Counter>,
     /// `gapless_gap_records_total` (gap records sent downstream, by reason).
     pub gap_records: Family<ReasonLabel, Counter>,
+    /// `gapless_sink_consecutive_failures` (requests in a row that failed; 0 once one works).
+    pub sink_consecutive_failures: Family<SinkLabel, Gauge>,
     /// `gapless_sink_watchdog_restarts_total`.
     pub sink_watchdog_restarts: Family<SinkLabel, Counter>,
     /// `gapless_wal_bytes`.
@@ -164,16 +201,22 @@ pub struct Metrics {
     pub wal_max_bytes: Gauge,
     /// `gapless_wal_segments`.
     pub wal_segments: Gauge,
-    /// `gapless_wal_appended_records` (since start).
-    pub wal_appended_records: Gauge,
-    /// `gapless_wal_appended_bytes` (since start).
-    pub wal_appended_bytes: Gauge,
-    /// `gapless_wal_fsyncs` (since start).
-    pub wal_fsyncs: Gauge,
-    /// `gapless_wal_fsync_seconds` (time spent in fdatasync since start).
-    pub wal_fsync_seconds: Gauge<f64, AtomicU64>,
-    /// `gapless_wal_disk_full_errors` (since start).
-    pub wal_disk_full_errors: Gauge,
+    /// `gapless_wal_appended_records_total`.
+    pub wal_appended_records: Counter,
+    /// `gapless_wal_appended_bytes_total`.
+    pub wal_appended_bytes: Counter,
+    /// `gapless_wal_fsyncs_total`.
+    pub wal_fsyncs: Counter,
+    /// `gapless_wal_fsync_seconds_total` (time spent in fdatasync).
+    pub wal_fsync_seconds: Counter<f64, AtomicU64>,
+    /// `gapless_wal_disk_full_errors_total` (appends that met a full disk).
+    pub wal_disk_full_errors: Counter,
+    /// `gapless_build_info{version}`: 1.
+    pub build_info: Family<VersionLabel, Gauge>,
+    /// `process_*`.
+    process: process::ProcessMetrics,
+    /// The WAL's totals as last folded into the counters.
+    wal_totals_seen: Mutex<WalTotals>,
     /// Per-sink state for `/status`.
     pub sinks: Mutex<BTreeMap<String, SinkState>>,
     /// Per-source counts for `/status`.
@@ -193,7 +236,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("gapless");
+        let mut root = Registry::default();
+        let process = process::ProcessMetrics::register(&mut root);
+        let registry = root.sub_registry_with_prefix("gapless");
         macro_rules! reg {
             ($name:expr, $help:expr, $m:expr) => {{
                 let m = $m;
@@ -201,7 +246,7 @@ impl Metrics {
                 m
             }};
         }
-        Metrics {
+        let metrics = Metrics {
             source_events: reg!(
                 "source_events",
                 "Events appended to the WAL per source",
@@ -297,6 +342,11 @@ impl Metrics {
                 "Gap records sent downstream, by reason",
                 Family::default()
             ),
+            sink_consecutive_failures: reg!(
+                "sink_consecutive_failures",
+                "Requests in a row that failed per sink (0 once one is delivered)",
+                Family::default()
+            ),
             sink_watchdog_restarts: reg!(
                 "sink_watchdog_restarts",
                 "Uploaders restarted by the watchdog",
@@ -311,35 +361,68 @@ impl Metrics {
             wal_segments: reg!("wal_segments", "WAL segment files", Gauge::default()),
             wal_appended_records: reg!(
                 "wal_appended_records",
-                "Records appended since start",
-                Gauge::default()
+                "Records appended to the WAL",
+                Counter::default()
             ),
             wal_appended_bytes: reg!(
                 "wal_appended_bytes",
-                "Bytes appended since start",
-                Gauge::default()
+                "Bytes appended to the WAL",
+                Counter::default()
             ),
             wal_fsyncs: reg!(
                 "wal_fsyncs",
-                "fdatasync calls on WAL segments since start",
-                Gauge::default()
+                "fdatasync calls on WAL segments",
+                Counter::default()
             ),
             wal_fsync_seconds: reg!(
                 "wal_fsync_seconds",
-                "Seconds spent in fdatasync since start",
-                Gauge::default()
+                "Seconds spent in fdatasync",
+                Counter::default()
             ),
             wal_disk_full_errors: reg!(
                 "wal_disk_full_errors",
-                "WAL appends that met a full disk since start",
-                Gauge::default()
+                "WAL appends that met a full disk",
+                Counter::default()
             ),
-            registry,
+            build_info: reg!(
+                "build_info",
+                "The agent's version; always 1",
+                Family::default()
+            ),
+            process,
+            wal_totals_seen: Mutex::new(WalTotals::default()),
             sinks: Mutex::new(BTreeMap::new()),
             sources: Mutex::new(BTreeMap::new()),
             wal_drops_seen: Mutex::new((0, 0)),
             started: SystemTime::now(),
+            registry: root,
+        };
+        metrics
+            .build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        for reason in REASONS {
+            let l = ReasonLabel {
+                reason: (*reason).into(),
+            };
+            let _ = metrics.dropped_events.get_or_create(&l);
+            let _ = metrics.gap_records.get_or_create(&l);
         }
+        metrics
+    }
+
+    /// Creates a sink's labelled series at 0 (they exist before anything happens, so that
+    /// `increase()` and absence alerts work from the start).
+    pub fn init_sink(&self, sink: &str) {
+        let l = SinkLabel { sink: sink.into() };
+        let _ = self.sink_watchdog_restarts.get_or_create(&l);
+        let _ = self.sink_retries.get_or_create(&l);
+        let _ = self.sink_dead_letter_events.get_or_create(&l);
+        let _ = self.sink_events_sent.get_or_create(&l);
+        let _ = self.sink_bytes_sent.get_or_create(&l);
+        let _ = self.sink_consecutive_failures.get_or_create(&l);
     }
 
     /// Counts events a source appended.
@@ -385,7 +468,18 @@ impl Metrics {
     /// Updates a sink's `/status` state.
     pub fn sink_state(&self, sink: &str, f: impl FnOnce(&mut SinkState)) {
         let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
-        f(sinks.entry(sink.to_string()).or_default());
+        let state = sinks.entry(sink.to_string()).or_default();
+        f(state);
+        let failures = state.consecutive_failures;
+        if failures == 0 {
+            state.failing_since = None;
+        } else if state.failing_since.is_none() {
+            state.failing_since = Some(Instant::now());
+        }
+        drop(sinks);
+        self.sink_consecutive_failures
+            .get_or_create(&SinkLabel { sink: sink.into() })
+            .set(failures as i64);
     }
 
     /// Refreshes the gauges derived from the WAL's stats.
@@ -393,11 +487,31 @@ impl Metrics {
         self.wal_bytes.set(stats.bytes as i64);
         self.wal_max_bytes.set(stats.max_bytes as i64);
         self.wal_segments.set(stats.segments as i64);
-        self.wal_appended_records.set(stats.appended_records as i64);
-        self.wal_appended_bytes.set(stats.appended_bytes as i64);
-        self.wal_fsyncs.set(stats.syncs as i64);
-        self.wal_fsync_seconds.set(stats.sync_seconds);
-        self.wal_disk_full_errors.set(stats.disk_full_errors as i64);
+        {
+            let mut seen = self
+                .wal_totals_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.wal_appended_records
+                .inc_by(stats.appended_records.saturating_sub(seen.records));
+            self.wal_appended_bytes
+                .inc_by(stats.appended_bytes.saturating_sub(seen.bytes));
+            self.wal_fsyncs
+                .inc_by(stats.syncs.saturating_sub(seen.syncs));
+            if stats.sync_seconds > seen.sync_seconds {
+                self.wal_fsync_seconds
+                    .inc_by(stats.sync_seconds - seen.sync_seconds);
+            }
+            self.wal_disk_full_errors
+                .inc_by(stats.disk_full_errors.saturating_sub(seen.disk_full));
+            *seen = WalTotals {
+                records: stats.appended_records.max(seen.records),
+                bytes: stats.appended_bytes.max(seen.bytes),
+                syncs: stats.syncs.max(seen.syncs),
+                sync_seconds: stats.sync_seconds.max(seen.sync_seconds),
+                disk_full: stats.disk_full_errors.max(seen.disk_full),
+            };
+        }
         {
             let mut seen = self
                 .wal_drops_seen
@@ -433,11 +547,17 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The exposition: OpenMetrics text, or with `openmetrics` false the Prometheus text
+    /// format 0.0.4 (what a scraper asking for `text/plain` gets).
+    pub fn encode(&self, openmetrics: bool) -> String {
+        self.process.observe();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        if openmetrics {
+            out
+        } else {
+            exposition::to_text_004(&out)
+        }
     }
 }
