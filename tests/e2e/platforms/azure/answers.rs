@@ -333,7 +333,6 @@ async fn single_row_refused_413(azure: &Azure) -> Value {
 // Once the platform takes them, `gapless dead-letter replay` must send an azure sink's dead
 // letters through the same API as the sink: a token, the DCR's URL, an array of rows.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "agent bug: dead-letter replay supports only http sinks (\"no http sink of that name in the config\")"]
 async fn dead_lettered_rows_are_replayed_through_the_logs_ingestion_api() {
     let azure = Azure::start().await;
     azure.set_fault(Some(Fault::RejectEvents(400)));
