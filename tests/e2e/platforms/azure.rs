@@ -4,6 +4,7 @@
 //! crashes ([`answers`]).
 
 mod answers;
+mod dcr;
 mod delivery;
 mod receiver;
 mod tokens;
@@ -33,13 +34,15 @@ async fn start_agent_with(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (Agent, Ingest) {
-    start_agent_full(azure, "", batch, extra, env).await
+    start_agent_full(azure, "", &["in"], batch, extra, env).await
 }
 
-/// [`start_agent_with`] with more `sources` (TOML tables) beside `in`.
+/// [`start_agent_with`] with more `sources` (TOML tables) beside `in`, the sink taking
+/// `inputs`.
 async fn start_agent_full(
     azure: &Azure,
     sources: &str,
+    inputs: &[&str],
     batch: &str,
     extra: &str,
     env: &[(&str, &str)],
@@ -50,7 +53,7 @@ async fn start_agent_full(
     builder = builder.config(&format!(
         "{sources}\n{}{}",
         http_source("in", port, ""),
-        azure.sink(SINK, &["in"], &secret, batch, extra)
+        azure.sink(SINK, inputs, &secret, batch, extra)
     ));
     for (k, v) in env {
         builder = builder.env(k, v);

@@ -10,7 +10,10 @@
 //!   size of the body as sent and after `Content-Encoding: gzip` (over 1,048,576 bytes: 413
 //!   `ContentLengthLimitExceeded`), JSON (else 400), then the cue ([`Fault`]);
 //! - a JSON array of objects is stored and answered 204; a body that is JSON but not an
-//!   array is answered 204 and stores nothing (as reported in [4]);
+//!   array is answered 204 and stores nothing (as reported in [4]); once the stream's
+//!   columns are declared ([`Azure::declare_columns`], e.g. those of gapless's packaged DCR),
+//!   a row keeps only those: the data "must match the structure expected by the DCR" [1]
+//!   (the DCR's `transformKql` runs after that and is not played here);
 //! - a stored row whose `TimeGenerated` is over 2 days old or over 1 day ahead (or is
 //!   missing) gets the receive time instead [10];
 //! - errors are `{"error":{"code","message"}}` with the code in `x-ms-error-code` [2].
@@ -39,7 +42,7 @@ mod ingestion;
 pub mod rfc3339;
 mod server;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -104,6 +107,8 @@ struct State {
     token_script: Mutex<VecDeque<Fault>>,
     token_requests: Mutex<Vec<TokenRequest>>,
     role: AtomicBool,
+    /// The stream's declared columns, when the rule declares them.
+    columns: Mutex<Option<BTreeSet<String>>>,
     fault: Mutex<Option<Fault>>,
     script: Mutex<VecDeque<Fault>>,
     requests: Mutex<Vec<IngestRequest>>,
@@ -172,6 +177,21 @@ impl State {
     }
 }
 
+/// The columns that `packaging/azure/dcr.json`, the DCR gapless ships, declares for its
+/// stream.
+pub fn packaged_columns() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/azure/dcr.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let dcr: Value = serde_json::from_str(&text).expect("dcr.json is JSON");
+    dcr["properties"]["streamDeclarations"][STREAM]["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("dcr.json declares no columns for {STREAM}"))
+        .iter()
+        .map(|c| c["name"].as_str().expect("a column name").to_string())
+        .collect()
+}
+
 /// The two endpoints. Both stop when dropped.
 pub struct Azure {
     ingestion: SocketAddr,
@@ -197,6 +217,7 @@ impl Azure {
             token_script: Mutex::new(VecDeque::new()),
             token_requests: Mutex::new(Vec::new()),
             role: AtomicBool::new(true),
+            columns: Mutex::new(None),
             fault: Mutex::new(None),
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
@@ -301,6 +322,13 @@ request_timeout = "2s"
     /// 403). By default it has it.
     pub fn set_role(&self, granted: bool) {
         self.state.role.store(granted, Ordering::Relaxed);
+    }
+
+    /// Makes the rule's stream declare these columns: a stored row keeps only them, the
+    /// rest are dropped without an error, as Azure ingests only the columns a DCR's
+    /// `streamDeclarations` names [1]. By default every column is kept.
+    pub fn declare_columns(&self, columns: &[String]) {
+        *self.state.columns.lock().unwrap() = Some(columns.iter().cloned().collect());
     }
 
     /// How valid ingestion calls are answered from now on (after scripted faults); `None`:

@@ -348,6 +348,7 @@ async fn heartbeats_arrive_as_rows_with_time_generated_and_the_agent_id() {
     let (agent, _ingest) = start_agent_full(
         &azure,
         "[sources.hb]\ntype = \"heartbeat\"\ninterval = \"300ms\"\n",
+        &["in"],
         "max_events = 10",
         "",
         &[],

@@ -37,6 +37,9 @@ pub struct IngestRequest {
     pub rows: Vec<Value>,
     /// For each stored row whose `TimeGenerated` was replaced, the value it had.
     pub replaced_times: Vec<Option<Value>>,
+    /// Columns of stored rows that the stream does not declare, dropped (see
+    /// [`Azure::declare_columns`]).
+    pub dropped_columns: BTreeSet<String>,
     /// The `x-ms-error-code` answered, if any.
     pub error_code: Option<String>,
     /// What became of it.
@@ -111,6 +114,7 @@ impl State {
             not_array: false,
             rows: Vec::new(),
             replaced_times: Vec::new(),
+            dropped_columns: BTreeSet::new(),
             error_code: None,
             outcome: Outcome::Pending,
         };
@@ -275,10 +279,21 @@ impl State {
         }
     }
 
-    /// Stores the rows of an accepted call, applying the `TimeGenerated` rule [10].
+    /// Stores the rows of an accepted call: only the declared columns, if the stream
+    /// declares them [1], with the `TimeGenerated` rule applied [10].
     fn store(&self, record: &mut IngestRequest) -> Reply {
         let now = rfc3339::now_micros();
+        let columns = self.columns.lock().unwrap().clone();
         for row in &mut record.rows {
+            if let (Some(columns), Some(fields)) = (&columns, row.as_object_mut()) {
+                fields.retain(|k, _| {
+                    let keep = columns.contains(k);
+                    if !keep {
+                        record.dropped_columns.insert(k.clone());
+                    }
+                    keep
+                });
+            }
             let time = row
                 .get("TimeGenerated")
                 .and_then(Value::as_str)
