@@ -14,6 +14,7 @@
 //!   columns are declared ([`Azure::declare_columns`], e.g. those of gapless's packaged DCR),
 //!   a row keeps only those: the data "must match the structure expected by the DCR" [1]
 //!   (the DCR's `transformKql` runs after that and is not played here);
+//! - a string value over 64 KB is truncated [5];
 //! - a stored row whose `TimeGenerated` is over 2 days old or over 1 day ahead (or is
 //!   missing) gets the receive time instead [10];
 //! - errors are `{"error":{"code","message"}}` with the code in `x-ms-error-code` [2].
@@ -75,6 +76,8 @@ pub const STREAM: &str = "Custom-GaplessLogs_CL";
 pub const API_VERSION: &str = "2023-01-01";
 /// Largest body of one call, as sent and uncompressed [5].
 pub const MAX_CALL_BYTES: usize = 1_048_576;
+/// Longest field value stored; longer ones are truncated [5].
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
 /// A misbehaviour on cue, for the token endpoint or the ingestion endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

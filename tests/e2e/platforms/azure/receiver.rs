@@ -406,3 +406,23 @@ async fn cues_answer_429_with_retry_after_for_n_calls_then_reset_then_recover() 
     assert_eq!(a.status, 204, "gap records only are taken");
     assert_eq!(c.azure.unique_rows().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_value_over_64_kb_is_truncated_and_undeclared_columns_are_dropped() {
+    let c = Client::start().await;
+    let token = c.token().await;
+    c.azure
+        .declare_columns(&["TimeGenerated".into(), "seq".into(), "message".into()]);
+    let long = "é".repeat(MAX_FIELD_BYTES); // two bytes each: twice the limit
+    let body = json!([{"TimeGenerated": now_rfc3339(0), "seq": 1, "message": long, "extra": 1}]);
+    let a = c
+        .ingest(&target(), Some(&token), body.to_string().as_bytes(), true)
+        .await;
+    assert_eq!(a.status, 204, "dropping and truncating are silent");
+    let row = c.azure.rows().remove(0);
+    assert_eq!(row["message"].as_str().unwrap().len(), MAX_FIELD_BYTES);
+    assert!(row.get("extra").is_none(), "{row}");
+    let r = &c.azure.requests()[0];
+    assert_eq!(r.truncated_columns.iter().collect::<Vec<_>>(), ["message"]);
+    assert_eq!(r.dropped_columns.iter().collect::<Vec<_>>(), ["extra"]);
+}

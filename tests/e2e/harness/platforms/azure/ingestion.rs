@@ -40,6 +40,8 @@ pub struct IngestRequest {
     /// Columns of stored rows that the stream does not declare, dropped (see
     /// [`Azure::declare_columns`]).
     pub dropped_columns: BTreeSet<String>,
+    /// Columns of stored rows whose string value was cut to [`MAX_FIELD_BYTES`].
+    pub truncated_columns: BTreeSet<String>,
     /// The `x-ms-error-code` answered, if any.
     pub error_code: Option<String>,
     /// What became of it.
@@ -115,6 +117,7 @@ impl State {
             rows: Vec::new(),
             replaced_times: Vec::new(),
             dropped_columns: BTreeSet::new(),
+            truncated_columns: BTreeSet::new(),
             error_code: None,
             outcome: Outcome::Pending,
         };
@@ -280,7 +283,8 @@ impl State {
     }
 
     /// Stores the rows of an accepted call: only the declared columns, if the stream
-    /// declares them [1], with the `TimeGenerated` rule applied [10].
+    /// declares them [1], string values cut to 64 KB [5], with the `TimeGenerated` rule
+    /// applied [10].
     fn store(&self, record: &mut IngestRequest) -> Reply {
         let now = rfc3339::now_micros();
         let columns = self.columns.lock().unwrap().clone();
@@ -293,6 +297,18 @@ impl State {
                     }
                     keep
                 });
+            }
+            for (k, v) in row.as_object_mut().into_iter().flatten() {
+                if let Value::String(text) = v {
+                    if text.len() > MAX_FIELD_BYTES {
+                        let mut cut = MAX_FIELD_BYTES;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        text.truncate(cut);
+                        record.truncated_columns.insert(k.clone());
+                    }
+                }
             }
             let time = row
                 .get("TimeGenerated")
