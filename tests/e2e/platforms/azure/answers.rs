@@ -113,10 +113,15 @@ async fn a_403_for_a_missing_role_is_retried_with_an_alarm_and_nothing_is_droppe
     .await;
     wait_until(
         SHORT,
-        "/health/delivery unhealthy and an ERROR line",
+        "/health/delivery naming the missing role, and an ERROR line about it",
         async || {
-            agent.api_get("/health/delivery").await.0 == 503
-                && agent.stderr_text().lines().any(|l| l.contains("ERROR"))
+            let (code, body) = agent.api_get("/health/delivery").await;
+            code == 503
+                && body.contains("Monitoring Metrics Publisher")
+                && agent
+                    .stderr_text()
+                    .lines()
+                    .any(|l| l.contains("ERROR") && l.contains("Monitoring Metrics Publisher"))
         },
     )
     .await;
