@@ -286,3 +286,61 @@ async fn calls_refused_401_with_every_new_token_back_off_and_turn_delivery_healt
     azure.wait_for_rows(lines.len(), DELIVERY).await;
     check_delivery(&lines, &azure.rows()).assert_nothing_lost();
 }
+
+// A secret written inline (`client_secret = "…"`) is as secret as one in a file: not in the
+// log at trace level, and not quoted back by `validate` when its own line is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inline_client_secret_is_not_logged_nor_quoted_by_validate() {
+    let azure = Azure::start().await;
+    let port = free_port();
+    let builder = Agent::builder()
+        .listening_on(port)
+        .env("GAPLESS_LOG", "trace");
+    let secret_file = builder.path("client_secret");
+    let inline = |sink: String| {
+        let file_key = format!("client_secret_file = {}", toml_path(&secret_file));
+        assert!(sink.contains(&file_key), "{sink}");
+        sink.replace(&file_key, &format!("client_secret = \"{CLIENT_SECRET}\""))
+    };
+    let sink = inline(azure.sink(SINK, &["in"], &secret_file, "max_events = 10", ""));
+    std::fs::remove_file(&secret_file).unwrap();
+    let agent = builder
+        .config(&format!("{}{sink}", http_source("in", port, "")))
+        .start()
+        .await;
+    let lines = numbered_lines("azure inline", 0, 20);
+    Ingest::new(port).post_ok(&lines).await;
+    azure.wait_for_rows(lines.len(), DELIVERY).await;
+    assert_eq!(
+        azure.token_requests()[0].form["client_secret"],
+        CLIENT_SECRET,
+        "the inline secret was not the one sent"
+    );
+    assert_secret_not_logged(&agent);
+
+    // The same table with a mistake on the secret's own line.
+    let broken = sink.replace(
+        &format!("client_secret = \"{CLIENT_SECRET}\""),
+        &format!("client_secret = \"{CLIENT_SECRET}\", client_sekret = 1"),
+    );
+    let config = agent.config_path().with_file_name("broken.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {}\n{}{broken}",
+            toml_path(&agent.config_path().with_file_name("data2")),
+            http_source("in", port, "")
+        ),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = crate::harness::agent::run_command(&[
+        "validate".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(!status.success(), "validate took an unknown key in auth");
+    assert!(
+        !stderr.contains(CLIENT_SECRET) && !stdout.contains(CLIENT_SECRET),
+        "validate quoted the secret back: {stderr}"
+    );
+}
