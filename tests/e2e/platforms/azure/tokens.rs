@@ -344,3 +344,59 @@ async fn an_inline_client_secret_is_not_logged_nor_quoted_by_validate() {
         "validate quoted the secret back: {stderr}"
     );
 }
+
+// The token endpoint fails just when the token is due for renewal: the current token is
+// used while it is valid, never after it expired, and the sink resumes once Entra ID is
+// back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_renewal_keeps_the_valid_token_and_never_sends_an_expired_one() {
+    let azure = Azure::start().await;
+    azure.set_token_lifetime(3, false);
+    let (_agent, ingest) = start_agent(&azure, "max_events = 10", "").await;
+    ingest
+        .post_ok(&numbered_lines("azure renewal first", 0, 5))
+        .await;
+    azure.wait_for_rows(5, DELIVERY).await;
+    azure.set_token_fault(Some(Fault::Status(503)));
+    let failing = Instant::now();
+    let mut posted = 5;
+    wait_until(
+        SHORT,
+        "4 s of failed renewals with lines coming",
+        async || {
+            ingest
+                .post_ok(&numbered_lines("azure renewal during", posted, 1))
+                .await;
+            posted += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            failing.elapsed() > Duration::from_secs(4)
+        },
+    )
+    .await;
+    assert!(
+        azure.token_requests().iter().any(|t| t.status == Some(503)),
+        "no renewal was attempted; {}",
+        azure.summary()
+    );
+    assert!(
+        azure
+            .requests()
+            .iter()
+            .any(|r| r.accepted() && r.arrived > failing),
+        "nothing was delivered with the still valid token once renewal failed; {}",
+        azure.summary()
+    );
+    let expired: Vec<_> = azure
+        .requests()
+        .into_iter()
+        .filter(|r| r.status() == Some(401))
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "{} calls went out with an expired token; {}",
+        expired.len(),
+        azure.summary()
+    );
+    azure.set_token_fault(None);
+    azure.wait_for_rows(posted, DELIVERY).await;
+}
