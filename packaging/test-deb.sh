@@ -20,9 +20,22 @@ dpkg-deb -I "$deb" | tee /tmp/gapless-deb-info
 grep -q "Package: gapless" /tmp/gapless-deb-info
 grep -q "Depends:.*adduser" /tmp/gapless-deb-info
 dpkg-deb -c "$deb" | tee /tmp/gapless-deb-contents
-for f in ./usr/bin/gapless ./etc/gapless/gapless.toml ./etc/default/gapless gapless.service; do
+for f in ./usr/bin/gapless ./etc/gapless/gapless.toml ./etc/default/gapless gapless.service \
+         ./usr/share/bash-completion/completions/gapless ./usr/share/zsh/vendor-completions/_gapless \
+         ./usr/share/fish/vendor_completions.d/gapless.fish ./usr/share/man/man1/gapless.1 \
+         ./usr/share/man/man1/gapless-run.1 ./usr/share/man/man1/gapless-top.1; do
     grep -q "$f" /tmp/gapless-deb-contents || { echo "missing $f in the package" >&2; exit 1; }
 done
+# The installed binary is stripped and small; its symbols are in the -dbgsym package.
+size=$(dpkg-deb --fsys-tarfile "$deb" | tar -tvf - ./usr/bin/gapless | awk '{print $3}')
+echo "usr/bin/gapless: $size bytes"
+[ "$size" -lt $((30 * 1024 * 1024)) ] || { echo "usr/bin/gapless is $size bytes: not stripped?" >&2; exit 1; }
+dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/gapless > /tmp/gapless-bin
+if readelf -S /tmp/gapless-bin | grep -q '\.debug_'; then echo "usr/bin/gapless keeps debug sections" >&2; exit 1; fi
+dbgsym=$(ls -t "$(dirname "$deb")"/gapless-dbgsym_*.*deb 2>/dev/null | head -n 1)
+[ -f "$dbgsym" ] || { echo "no gapless-dbgsym package next to $deb" >&2; exit 1; }
+dpkg-deb -c "$dbgsym" | grep -q '/usr/lib/debug/.build-id/.*\.debug' || { echo "no .debug file in $dbgsym" >&2; exit 1; }
+echo "== debug symbols in $dbgsym"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | tee /tmp/gapless-conffiles
 grep -qx /etc/gapless/gapless.toml /tmp/gapless-conffiles
 
@@ -43,6 +56,10 @@ systemd-analyze verify "$unit"
 score=$(systemd-analyze security --offline=true "$unit" | tail -n 1 | grep -oE '[0-9]+\.[0-9]+' | head -n 1)
 echo "systemd-analyze security: exposure $score"
 awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || { echo "exposure score $score is above 2.0" >&2; exit 1; }
+
+echo "== man page and completions installed"
+man -w gapless >/dev/null 2>&1 || [ -f /usr/share/man/man1/gapless.1 ] || [ -f /usr/share/man/man1/gapless.1.gz ]
+bash -c 'source /usr/share/bash-completion/completions/gapless && complete -p gapless' | grep -q gapless
 
 echo "== validate the installed config as the gapless user"
 runuser -u gapless -- /usr/bin/gapless validate --config /etc/gapless/gapless.toml

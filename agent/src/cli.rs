@@ -85,6 +85,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (the .deb installs them already).
+    ///
+    /// Example: gapless completions bash > ~/.local/share/bash-completion/completions/gapless
+    Completions {
+        /// bash, zsh or fish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): gapless(1), or with a subcommand gapless-<subcommand>(1).
+    /// The .deb installs them.
+    ///
+    /// Example: gapless man run | man -l -
+    Man {
+        /// A subcommand (run, validate, status, top, …).
+        subcommand: Option<String>,
+    },
     /// Look into the write-ahead log (stop the agent first: the WAL is locked while it runs).
     ///
     /// Example: gapless wal inspect --data-dir /var/lib/gapless
@@ -231,6 +246,26 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::DeadLetter { command } => dead_letter(command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gapless", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let page = match &subcommand {
+                None => cmd,
+                Some(name) => match cmd.find_subcommand(name) {
+                    Some(sub) => sub.clone().name(format!("gapless-{name}")),
+                    None => return fail(format!("no subcommand {name:?}")),
+                },
+            };
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(page).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("writing the man page: {e}")),
+            }
+        }
         Command::VerifyStream {
             files,
             seq_field,

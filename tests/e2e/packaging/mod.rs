@@ -12,6 +12,7 @@
 //! `kubernetes`, `container` (the image's config and Dockerfile) and `systemd`, one file each.
 
 mod container;
+mod docs;
 mod kubernetes;
 mod systemd;
 
