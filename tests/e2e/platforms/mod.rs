@@ -1,1 +1,4 @@
+//! The platform sinks end to end: the real binary against each platform's receiver.
+
+mod azure;
 mod splunk;
