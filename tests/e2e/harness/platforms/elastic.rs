@@ -58,6 +58,11 @@
 //! HTTPS with a given certificate ([`Elastic::start_tls`]), as a node with
 //! `xpack.security.http.ssl` on. Not implemented: `filter_path` (the answer is always
 //! complete, a superset of any filtered one), `pipeline`, `refresh`, `routing`.
+//!
+//! By role: this file holds the cluster (settings, document store, request log) and the
+//! test's handle on it; `node` serves a node's connections and checks each request; `bulk`
+//! parses the body and applies the data-stream rules item by item; `wire` writes answers
+//! and the error bodies.
 
 mod bulk;
 mod node;
