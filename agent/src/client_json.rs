@@ -55,6 +55,14 @@ impl<'a> ClientObject<'a> {
         }
     }
 
+    /// The fields in order: (decoded name, raw key, raw value).
+    #[allow(clippy::type_complexity)]
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = (Option<Cow<'a, str>>, &'a RawValue, &'a RawValue)> + '_ {
+        self.fields.iter().map(|(k, v)| (key_name(k), *k, *v))
+    }
+
     /// The raw value of the first top-level field named `name`.
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.fields

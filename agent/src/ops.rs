@@ -269,7 +269,7 @@ pub async fn dead_letter_replay(
             replay_all(config, sink, &r, out).await
         }
         SinkKind::AzureMonitorLogs(c) => {
-            let p = azure_monitor_logs::AzureMonitorLogs::new(sink, &agent_id, c)?;
+            let p = azure_monitor_logs::AzureMonitorLogs::new(sink, &agent_id, seq_field, c)?;
             let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
             replay_all(config, sink, &r, out).await
         }

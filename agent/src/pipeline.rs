@@ -356,6 +356,12 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         .filter(|(_, s)| matches!(s, SourceConfig::Heartbeat { .. }))
         .map(|(n, _)| n.clone())
         .collect();
+    let client_sources: HashSet<String> = config
+        .sources
+        .iter()
+        .filter(|(_, s)| matches!(s, SourceConfig::Http(_)))
+        .map(|(n, _)| n.clone())
+        .collect();
     for (name, sink) in &config.sinks {
         let mut inputs: HashSet<String> = sink.inputs.iter().cloned().collect();
         if !inputs.is_empty() {
@@ -370,6 +376,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         let name = name.clone();
         let kind = sink.kind.clone();
         let heartbeats = heartbeats.clone();
+        let client_sources = client_sources.clone();
         let seq_field = sink.seq_field.clone();
         let alert_after = sink.alert_after;
         let stall_timeout = sink.stall_timeout;
@@ -410,6 +417,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                     seq_field: seq_field.clone(),
                     alert_after,
                     agent_sources: heartbeats.clone(),
+                    client_sources: client_sources.clone(),
                 };
                 let run = sinks::run(ctx, &kind);
                 let result = tokio::select! {

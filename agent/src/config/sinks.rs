@@ -541,6 +541,34 @@ fn splunk(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<SplunkHecConfig
     })
 }
 
+/// Elasticsearch's rules for an index or data stream name (its "Create index API"
+/// reference): lowercase; none of `\ / * ? " < > | , # :` or a space; not starting with
+/// `-`, `_` or `+`; not `.` or `..`; at most 255 bytes. A name it refuses would refuse
+/// every event at run time, so it is refused here.
+fn es_index_name(index: &str) -> Result<(), String> {
+    let problem = if index.is_empty() {
+        Some("is empty")
+    } else if index.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if index.chars().any(char::is_uppercase) {
+        Some("has uppercase letters (Elasticsearch takes lowercase names only)")
+    } else if index.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
+        Some("contains one of \\ / * ? \" < > | , # : or a space")
+    } else if index.starts_with(['-', '_', '+']) {
+        Some("starts with -, _ or +")
+    } else if index == "." || index == ".." {
+        Some("is . or ..")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!(
+            "{index:?} {p}: Elasticsearch would refuse every event (invalid_index_name_exception)"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn elasticsearch(
     name: &str,
     mut s: RawSink,
@@ -568,12 +596,8 @@ fn elasticsearch(
         .index
         .take()
         .unwrap_or_else(|| "logs-gapless-default".into());
-    if index.is_empty() || index.contains(['"', '\\', '/', ' ', ',', '#', '*', '?', '<', '>', '|'])
-    {
-        return Err(c.err(
-            &["sinks", name, "index"],
-            "must be an index or data stream name (no spaces, quotes, / , # * ? < > |)",
-        ));
+    if let Err(why) = es_index_name(&index) {
+        return Err(c.err(&["sinks", name, "index"], why));
     }
     let auth = s.auth.take().unwrap_or_default();
     refuse_auth_keys(

@@ -431,6 +431,21 @@ fn platform_sink_errors_name_the_key() {
             "writes itself",
         ),
         (
+            "type = \"elasticsearch\"\nendpoints = [\"https://es\"]\nindex = \"Logs-App\"",
+            "sinks.out.index",
+            "uppercase",
+        ),
+        (
+            "type = \"elasticsearch\"\nendpoints = [\"https://es\"]\nindex = \"_logs\"",
+            "sinks.out.index",
+            "starts with",
+        ),
+        (
+            "type = \"elasticsearch\"\nendpoints = [\"https://es\"]\nindex = \"logs:app\"",
+            "sinks.out.index",
+            "contains",
+        ),
+        (
             "type = \"http\"\nuri = \"https://x\"\nindex = \"i\"",
             "sinks.out.index",
             "does not apply",

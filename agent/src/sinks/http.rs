@@ -63,6 +63,11 @@ pub async fn status_answer(response: reqwest::Response) -> Answer {
     let body = response.text().await.unwrap_or_default();
     let body: String = body.chars().take(2048).collect();
     match status.as_u16() {
+        413 => Answer::TooLarge(Rejection {
+            status: 413,
+            error: String::new(),
+            response: body,
+        }),
         408 | 429 | 500..=599 => Answer::Retry {
             wait: retry_after,
             why: format!("HTTP {status}"),
@@ -73,7 +78,6 @@ pub async fn status_answer(response: reqwest::Response) -> Answer {
             why: format!("HTTP {status}: credentials refused"),
             alarm: true,
         },
-        413 => Answer::TooLarge,
         300..=399 => Answer::Retry {
             wait: None,
             why: format!("HTTP {status}: redirects are not followed; check the sink's address"),

@@ -57,6 +57,8 @@ pub struct SinkContext {
     /// Sources whose records the agent writes itself (heartbeats): sent without the guard
     /// against clashing fields, and without a platform's `agent_id` (they carry it).
     pub agent_sources: HashSet<String>,
+    /// Sources whose events are JSON objects of a client's own (http sources).
+    pub client_sources: HashSet<String>,
 }
 
 /// Runs the sink of `kind` until shutdown: `console`, or an uploading sink on the
@@ -70,7 +72,12 @@ pub async fn run(ctx: SinkContext, kind: &SinkKind) -> Result<()> {
             delivery::run(ctx, &c.delivery, platform, &added).await
         }
         SinkKind::AzureMonitorLogs(c) => {
-            let platform = azure_monitor_logs::AzureMonitorLogs::new(&ctx.name, &ctx.agent_id, c)?;
+            let platform = azure_monitor_logs::AzureMonitorLogs::new(
+                &ctx.name,
+                &ctx.agent_id,
+                ctx.seq_field.as_deref(),
+                c,
+            )?;
             delivery::run(ctx, &c.delivery, platform, &added).await
         }
         SinkKind::SplunkHec(c) => {

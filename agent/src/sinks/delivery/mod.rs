@@ -73,6 +73,7 @@ pub async fn run<P: Platform>(
         seq_field,
         alert_after,
         agent_sources,
+        client_sources,
     } = ctx;
     metrics.sink_state(&name, |s| s.last_progress = Some(std::time::Instant::now()));
     let limits = BatchLimits {
@@ -86,6 +87,7 @@ pub async fn run<P: Platform>(
         host: hostname(),
         fields: SinkFields::new(seq_field.as_deref(), added_fields),
         agent_sources,
+        client_sources,
         gzip: cfg.gzip,
         key_prefix: format!("{agent_id}-{name}"),
     });

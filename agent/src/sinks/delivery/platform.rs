@@ -31,8 +31,12 @@ pub enum Framing {
 /// What an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemKind {
-    /// An event from a source.
+    /// An event from a source, written by the agent (a line, a syslog message, a journal
+    /// entry).
     Event,
+    /// An event a client sent as a JSON object (the http source): fields of the client's
+    /// own naming.
+    ClientEvent,
     /// A heartbeat the agent wrote (it carries `agent_id` itself).
     Heartbeat,
     /// A gap record.
@@ -113,7 +117,8 @@ impl<'a> Item<'a> {
     ) -> Self {
         Item {
             seq,
-            kind: ItemKind::Event,
+            // A dead letter's line may be a client's object.
+            kind: ItemKind::ClientEvent,
             source: "",
             content: Content::Object(object),
             host,
@@ -188,8 +193,9 @@ pub enum Answer {
         /// Whether to log it as an error at once.
         alarm: bool,
     },
-    /// Too large for the platform: split it (an item alone goes to the dead letters).
-    TooLarge,
+    /// Too large for the platform: split it (an item alone goes to the dead letters, with
+    /// this as the reason).
+    TooLarge(Rejection),
     /// Refused for good, every item: dead letters.
     Rejected(Rejection),
     /// One answer per item, in request order.

@@ -69,6 +69,8 @@ pub(super) struct Encoder<P> {
     pub fields: Option<SinkFields>,
     /// Sources whose records are the agent's own (heartbeats).
     pub agent_sources: HashSet<String>,
+    /// Sources whose records are clients' JSON objects.
+    pub client_sources: HashSet<String>,
     pub gzip: bool,
     /// `<agent id>-<sink>`, the start of every idempotency key.
     pub key_prefix: String,
@@ -125,6 +127,8 @@ impl<P: Platform> Encoder<P> {
             .unwrap_or("");
         let kind = if self.agent_sources.contains(source) {
             ItemKind::Heartbeat
+        } else if self.client_sources.contains(source) {
+            ItemKind::ClientEvent
         } else {
             ItemKind::Event
         };
@@ -380,6 +384,7 @@ mod tests {
             host: "h".into(),
             fields: SinkFields::new(Some("seq"), &[]),
             agent_sources: HashSet::new(),
+            client_sources: HashSet::new(),
             gzip,
             key_prefix: "a-s".into(),
         }

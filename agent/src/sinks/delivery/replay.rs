@@ -37,6 +37,8 @@ impl<P: Platform> Replay<P> {
                 host: crate::event::hostname(),
                 fields: SinkFields::new(None, added_fields),
                 agent_sources: Default::default(),
+                // A stored line may be a client's object: the platform treats it as one.
+                client_sources: Default::default(),
                 gzip: cfg.gzip,
                 key_prefix: format!("{agent_id}-{name}"),
             },
@@ -110,7 +112,7 @@ impl<P: Platform> Replay<P> {
                     return Err(format!("{refused} of {} events not taken", items.len()));
                 }
                 Answer::Retry { why, .. } => return Err(why),
-                Answer::TooLarge => return Err("HTTP 413: too large".into()),
+                Answer::TooLarge(r) => return Err(format!("HTTP 413 {}: {}", r.error, r.response)),
                 Answer::Rejected(r) => {
                     return Err(format!("HTTP {} {}: {}", r.status, r.error, r.response))
                 }

@@ -45,7 +45,7 @@ pub(super) struct Sender<P> {
 /// How a request ended, once it is not retried as a whole.
 enum Final {
     Delivered,
-    TooLarge,
+    TooLarge(Rejection),
     Rejected(Rejection),
     Items(Vec<ItemAnswer>),
 }
@@ -88,7 +88,7 @@ impl<P: Platform> Sender<P> {
                 };
                 match done {
                     Final::Delivered => self.delivered(&request, None),
-                    Final::TooLarge if request.seqs.len() > 1 => {
+                    Final::TooLarge(_) if request.seqs.len() > 1 => {
                         tracing::info!(sink = %self.name, events = request.seqs.len(), "413 from the platform: splitting the request");
                         let halves = match self
                             .reread(&request.seqs, request.first_seq, request.last_seq)
@@ -116,12 +116,7 @@ impl<P: Platform> Sender<P> {
                             queue.push_front(r);
                         }
                     }
-                    Final::TooLarge => {
-                        let r = Rejection {
-                            status: 413,
-                            error: "request too large for the platform".into(),
-                            response: String::new(),
-                        };
+                    Final::TooLarge(r) => {
                         rejected.extend(request.seqs.iter().map(|s| (*s, r.clone())));
                     }
                     Final::Rejected(r) => {
@@ -420,7 +415,7 @@ impl<P: Platform> Sender<P> {
         {
             Answer::Delivered => Attempt::Final(Final::Delivered),
             Answer::Retry { wait, why, alarm } => Attempt::Retry { wait, why, alarm },
-            Answer::TooLarge => Attempt::Final(Final::TooLarge),
+            Answer::TooLarge(r) => Attempt::Final(Final::TooLarge(r)),
             Answer::Rejected(r) => Attempt::Final(Final::Rejected(r)),
             Answer::Items(items) => Attempt::Final(Final::Items(items)),
         }
@@ -566,7 +561,7 @@ impl<P: Platform> Sender<P> {
                 let taken = match &done {
                     Final::Delivered => true,
                     Final::Items(a) => a.iter().all(|a| matches!(a, ItemAnswer::Delivered)),
-                    Final::TooLarge | Final::Rejected(_) => false,
+                    Final::TooLarge(_) | Final::Rejected(_) => false,
                 };
                 if taken {
                     self.delivered(request, None);
@@ -575,7 +570,7 @@ impl<P: Platform> Sender<P> {
                 let wait = self.policy().backoff(refusals);
                 let why = match &done {
                     Final::Rejected(r) => format!("HTTP {} {} {}", r.status, r.error, r.response),
-                    Final::TooLarge => "HTTP 413".to_string(),
+                    Final::TooLarge(r) => format!("HTTP 413 {}", r.error),
                     Final::Items(_) => "some notices refused".to_string(),
                     Final::Delivered => String::new(),
                 };

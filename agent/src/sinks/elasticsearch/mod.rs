@@ -300,7 +300,11 @@ impl Platform for Elasticsearch {
                 why: why("retrying"),
                 alarm: false,
             },
-            413 => Answer::TooLarge,
+            413 => Answer::TooLarge(Rejection {
+                status: 413,
+                error: kind,
+                response: String::from_utf8_lossy(&body).chars().take(2048).collect(),
+            }),
             300..=399 => Answer::Retry {
                 wait: None,
                 why: why("redirects are not followed; check the endpoints"),

@@ -252,7 +252,11 @@ impl Platform for SplunkHec {
                 why: why("retrying"),
                 alarm: false,
             },
-            (413, _) => Answer::TooLarge,
+            (413, c) => Answer::TooLarge(Rejection {
+                status: 413,
+                error: c.map_or(String::new(), |c| format!("splunk code {c}")),
+                response: body.chars().take(2048).collect(),
+            }),
             (300..=399, _) => Answer::Retry {
                 wait: None,
                 why: why("redirects are not followed; check the endpoint"),

@@ -310,7 +310,6 @@ async fn a_413_for_a_single_row_dead_letters_it_with_a_notice() {
 // The notice's `error` is "the error type or code" the platform gave (platform-spec): for
 // this 413 that is `ContentLengthLimitExceeded`, as for a 400 it is its x-ms-error-code.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "agent bug: a 413 notice's error is \"request too large for the platform\", not the platform's code ContentLengthLimitExceeded"]
 async fn a_413_notice_carries_the_platforms_error_code() {
     let azure = Azure::start().await;
     let notice = single_row_refused_413(&azure).await;

@@ -89,7 +89,6 @@ async fn every_field_the_agent_writes_is_a_column_of_the_packaged_dcr() {
 // the event): with the packaged DCR, every field it does not happen to name is dropped by
 // Azure, and Sentinel shows the event without them.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "agent bug: a client's own JSON fields (user, level, …) are sent as top-level columns the packaged DCR does not declare; Azure drops them silently"]
 async fn a_clients_own_fields_reach_the_table_through_the_packaged_dcr() {
     let azure = Azure::start().await;
     azure.declare_columns(&packaged_columns());

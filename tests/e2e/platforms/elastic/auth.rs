@@ -118,10 +118,6 @@ fn validate_refuses_an_elasticsearch_sink_without_endpoints_naming_the_key() {
 // Elasticsearch refuses these names item by item (`invalid_index_name_exception`): taken by
 // `validate`, every event and every notice would be refused for good at run time.
 #[test]
-#[ignore = "agent bug: validate takes index = \"Logs-App-Prod\" (and _logs, -logs, +logs, \
-            logs:app, ., ..); at run time every event is then dead-lettered and the notice is \
-            refused again and again (invalid_index_name_exception) while /status shows no \
-            last_error"]
 fn validate_refuses_an_index_name_elasticsearch_refuses_naming_the_key() {
     let (ok, stderr) =
         validate("endpoints = [\"http://127.0.0.1:9200\"]\nindex = \"logs-app-prod\"");

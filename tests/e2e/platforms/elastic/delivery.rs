@@ -443,12 +443,6 @@ async fn heartbeats_are_stored_under_their_own_seq_and_keep_the_hole_query_exact
 // between the lowest and the highest: it is exact only if nothing is covered twice. After a
 // `drop_oldest` overflow the stream holds a gap record for what the WAL lost.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "agent bug (packaging/elasticsearch/holes.esql): after a drop_oldest overflow the \
-            stored gap records overlap by design (the cursor's 1501..=7507 and the WAL's own \
-            3501..=4000, 4001..=4501, …, see wal/src/cursor.rs hole()) and the WAL's sit at \
-            seqs past their ranges (8008 for 3501..=4000); the query sums LEAST..GREATEST \
-            spans, counted 3501..=11514 more than once and said missing = -36063 in one run; \
-            its WHERE missing > 0 hides the agent for good"]
 async fn after_a_wal_overflow_the_hole_query_counts_every_seq_once() {
     let es = cluster().await;
     es.set_fault(Fault::Status(503));
