@@ -141,6 +141,37 @@ impl AgentApi {
     }
 }
 
+/// How a `wal` command finds the WAL: `--data-dir`, else `data_dir` of `--config`, else
+/// the default.
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// The agent's data_dir (overrides the config's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The config file, for `data_dir` (default /etc/gapless/gapless.toml when it exists).
+    #[arg(long, short, env = "GAPLESS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> Result<PathBuf, ExitCode> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        if !explicit && !path.exists() {
+            return Ok(PathBuf::from("/var/lib/gapless"));
+        }
+        match Config::load(&path) {
+            Ok(c) => Ok(c.data_dir),
+            Err(e) => Err(fail(e)),
+        }
+    }
+}
+
 /// `http://127.0.0.1:8686/` → `127.0.0.1:8686`.
 fn api_address(api: &str) -> String {
     api.trim()
@@ -182,9 +213,8 @@ enum WalCommand {
     ///
     /// Example: gapless wal inspect --data-dir /var/lib/gapless
     Inspect {
-        /// The agent's data_dir.
-        #[arg(long, default_value = "/var/lib/gapless")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: DataDir,
     },
     /// Check every segment header and record checksum; list damaged ranges and the
     /// sequence numbers lost, and a dirty tail (bytes after the last record that hold no
@@ -194,17 +224,15 @@ enum WalCommand {
     ///
     /// Example: gapless wal verify --data-dir /var/lib/gapless
     Verify {
-        /// The agent's data_dir.
-        #[arg(long, default_value = "/var/lib/gapless")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: DataDir,
     },
     /// Print records as NDJSON. Read-only.
     ///
     /// Example: gapless wal dump --data-dir /var/lib/gapless --from 1000 --limit 10
     Dump {
-        /// The agent's data_dir.
-        #[arg(long, default_value = "/var/lib/gapless")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: DataDir,
         /// First sequence number to print (default: the oldest).
         #[arg(long)]
         from: Option<u64>,
@@ -219,9 +247,8 @@ enum WalCommand {
     ForgetCursor {
         /// The sink's name.
         name: String,
-        /// The agent's data_dir.
-        #[arg(long, default_value = "/var/lib/gapless")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: DataDir,
     },
 }
 
@@ -436,12 +463,18 @@ fn validate(path: PathBuf) -> ExitCode {
 
 fn wal(command: WalCommand) -> ExitCode {
     let mut out = std::io::stdout().lock();
+    let dir = |d: &DataDir| d.resolve();
     let result = match command {
-        WalCommand::Inspect { data_dir } => {
-            crate::wal_tools::inspect(&data_dir, &mut out).map(|()| true)
-        }
+        WalCommand::Inspect { data_dir } => match dir(&data_dir) {
+            Ok(d) => crate::wal_tools::inspect(&d, &mut out).map(|()| true),
+            Err(code) => return code,
+        },
         WalCommand::Verify { data_dir } => {
-            return match crate::wal_tools::verify(&data_dir, &mut out) {
+            let d = match dir(&data_dir) {
+                Ok(d) => d,
+                Err(_) => return ExitCode::from(2),
+            };
+            return match crate::wal_tools::verify(&d, &mut out) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -454,16 +487,20 @@ fn wal(command: WalCommand) -> ExitCode {
             data_dir,
             from,
             limit,
-        } => crate::wal_tools::dump(&data_dir, from, limit, &mut out).map(|()| true),
-        WalCommand::ForgetCursor { name, data_dir } => {
-            crate::wal_tools::forget_cursor(&data_dir, &name).inspect(|&existed| {
+        } => match dir(&data_dir) {
+            Ok(d) => crate::wal_tools::dump(&d, from, limit, &mut out).map(|()| true),
+            Err(code) => return code,
+        },
+        WalCommand::ForgetCursor { name, data_dir } => match dir(&data_dir) {
+            Ok(d) => crate::wal_tools::forget_cursor(&d, &name).inspect(|&existed| {
                 if existed {
                     println!("cursor {name:?} removed");
                 } else {
                     println!("no cursor named {name:?}");
                 }
-            })
-        }
+            }),
+            Err(code) => return code,
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

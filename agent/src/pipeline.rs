@@ -306,14 +306,22 @@ async fn stdin_delivered(c: &mut Components) {
             std::future::pending::<()>().await;
         }
     };
+    // On a terminal, the final drain shows how far each sink got (nothing extra otherwise).
+    let progress = crate::progress::bar(last, "delivering what stdin gave");
     for (sink, rx) in c.stdin_watchers.iter_mut() {
-        while *rx.borrow_and_update() < last {
-            if rx.changed().await.is_err() {
+        progress.set_message(format!("sink {sink}: delivering what stdin gave"));
+        loop {
+            let delivered = *rx.borrow_and_update();
+            progress.set_position(delivered.min(last));
+            if delivered >= last || rx.changed().await.is_err() {
                 break;
             }
         }
-        tracing::info!(sink = %sink, last_seq = last, "everything read from stdin is delivered");
+        progress.suspend(|| {
+            tracing::info!(sink = %sink, last_seq = last, "everything read from stdin is delivered");
+        });
     }
+    progress.finish_and_clear();
 }
 
 /// Stops sources first (no new input), then sinks (in-flight requests finish within the

@@ -72,15 +72,19 @@ complete -c gapless -n "__fish_gapless_using_subcommand wal; and not __fish_seen
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and not __fish_seen_subcommand_from inspect verify dump forget-cursor help" -f -a "dump" -d 'Print records as NDJSON. Read-only'
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and not __fish_seen_subcommand_from inspect verify dump forget-cursor help" -f -a "forget-cursor" -d 'Delete the cursor of a sink that was removed from the config, releasing the backlog only it held'
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and not __fish_seen_subcommand_from inspect verify dump forget-cursor help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from inspect" -l data-dir -d 'The agent\'s data_dir' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from inspect" -l data-dir -d 'The agent\'s data_dir (overrides the config\'s)' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from inspect" -s c -l config -d 'The config file, for `data_dir` (default /etc/gapless/gapless.toml when it exists)' -r -F
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from verify" -l data-dir -d 'The agent\'s data_dir' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from verify" -l data-dir -d 'The agent\'s data_dir (overrides the config\'s)' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from verify" -s c -l config -d 'The config file, for `data_dir` (default /etc/gapless/gapless.toml when it exists)' -r -F
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -l data-dir -d 'The agent\'s data_dir' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -l data-dir -d 'The agent\'s data_dir (overrides the config\'s)' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -s c -l config -d 'The config file, for `data_dir` (default /etc/gapless/gapless.toml when it exists)' -r -F
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -l from -d 'First sequence number to print (default: the oldest)' -r
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -l limit -d 'Most records to print' -r
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from dump" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from forget-cursor" -l data-dir -d 'The agent\'s data_dir' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from forget-cursor" -l data-dir -d 'The agent\'s data_dir (overrides the config\'s)' -r -F
+complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from forget-cursor" -s c -l config -d 'The config file, for `data_dir` (default /etc/gapless/gapless.toml when it exists)' -r -F
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from forget-cursor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from help" -f -a "inspect" -d 'Segments, sizes, sequence numbers and each cursor\'s backlog, as JSON. Read-only'
 complete -c gapless -n "__fish_gapless_using_subcommand wal; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check every segment header and record checksum; list damaged ranges and the sequence numbers lost, and a dirty tail (bytes after the last record that hold no record: no seq lost). Read-only: changes no file; refuses while an agent runs on the WAL. Exits 0 if nothing is damaged (a dirty tail is not damage), 1 if something is, 2 if the WAL could not be checked'
