@@ -18,6 +18,9 @@ source; it also prints the rate at which the source answered 200 (events durable
 
     python3 bench/e2e.py --source http [--lines 1000000] [--events-per-request 1000] [--clients 2]
 
+With --shape json the file lines are JSON objects full of quotes (~200 B), whose escaping in
+the event's message costs more than plain text.
+
 With --sink azure_monitor_logs|splunk_hec|elasticsearch the agent sends to that platform's
 API instead of the generic http sink; the count receiver answers as the platform documents.
 
@@ -191,6 +194,8 @@ def main():
     ap.add_argument("--events-per-request", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--sender", choices=["python", "loggen"], default="python")
+    ap.add_argument("--shape", choices=["plain", "json"], default="plain",
+                    help="file lines: plain text, or JSON objects full of quotes (~200 B either way)")
     ap.add_argument("--sink", choices=["http", "azure_monitor_logs", "splunk_hec", "elasticsearch"], default="http",
                     help="the platform the agent sends to (the count receiver answers as each documents)")
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
@@ -206,6 +211,10 @@ def main():
     logdir = os.path.join(work, "logs"); os.makedirs(logdir)
     line = (b"2026-11-26T12:00:00.000Z INFO  service=checkout request_id=%010d user=42 "
             b"path=/api/v1/cart/items status=200 latency_ms=12 bytes=5123 msg=\"item added to cart\" pad=")
+    if args.shape == "json":
+        # A JSON line full of quotes: every one is escaped in the event's message.
+        line = (b'{"ts":"2026-11-26T12:00:00.000Z","level":"info","msg":"login ok","user":"u17",'
+                b'"req":"%010d","path":"/api/v1/session","status":200,"pad":"')
     if args.source == "file":
         per_file = -(-args.lines // args.files)
         raw_bytes = 0
@@ -214,7 +223,8 @@ def main():
             with open(log, "wb") as f:
                 for i in range(n * per_file, min(args.lines, (n + 1) * per_file)):
                     l = line % i
-                    f.write(l + b"x" * (199 - len(l)) + b"\n")
+                    f.write(l + b"x" * (199 - len(l) - (2 if args.shape == "json" else 0))
+                            + (b'"}' if args.shape == "json" else b"") + b"\n")
             raw_bytes += os.path.getsize(log)
         source = f'type = "file"\ninclude = ["{logdir}/*.log"]'
     elif args.source == "journald":
@@ -336,6 +346,8 @@ level = "warn"
             time.sleep(0.05)
         took = time.time() - t0
         cpu, hwm = proc_stats(agent.pid)
+        wire = metric(api_port, "gapless_sink_bytes_sent_total", 'sink="platform"')
+        _, plain_bytes = count(recv_port) if recv else (0, 0)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
@@ -349,6 +361,9 @@ level = "warn"
     print(f"MB/s:      {raw_bytes * expected / args.lines / took / 1e6:.1f} (raw lines)")
     print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores, {cpu / expected * 1e6:.2f} µs per event)")
     print(f"peak RSS:  {hwm / (1 << 20):.1f} MiB")
+    if wire and plain_bytes:
+        print(f"wire:      {wire / expected:.1f} bytes per event sent (gzip), {plain_bytes / expected:.1f} "
+              f"before gzip: ratio {plain_bytes / wire:.1f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

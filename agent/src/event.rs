@@ -264,28 +264,19 @@ pub fn write_json_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
 }
 
 fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
-    buf.reserve(s.len());
+    buf.reserve(s.len() + 8);
     let mut start = 0;
     let mut i = 0;
-    while i < s.len() {
-        // Skip eight bytes at a time while none needs escaping (most log text).
-        if i + 8 <= s.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&s[i..i + 8]);
-            if !needs_escape_word(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = s[i];
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                buf.extend_from_slice(&s[start..i]);
+    while let Some(at) = next_escape(s, i) {
+        let b = s[at];
+        buf.extend_from_slice(&s[start..at]);
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 buf.extend_from_slice(&[
                     b'\\',
@@ -295,32 +286,45 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
                     HEX[(b >> 4) as usize],
                     HEX[(b & 15) as usize],
                 ]);
-                i += 1;
-                start = i;
-                continue;
             }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        buf.extend_from_slice(&s[start..i]);
-        buf.extend_from_slice(esc);
-        i += 1;
+        }
+        i = at + 1;
         start = i;
     }
     buf.extend_from_slice(&s[start..]);
 }
 
-/// Whether any of the eight bytes is a control character, `"` or `\\` (SWAR).
-fn needs_escape_word(x: u64) -> bool {
+/// The index of the first byte at or after `from` that JSON must escape (a control
+/// character, `"` or `\\`): eight bytes at a time, jumping straight to the byte the word's
+/// mask names, so text full of quotes costs a step per quote, not per byte.
+fn next_escape(s: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let mask = escape_mask(u64::from_le_bytes(word));
+        if mask != 0 {
+            // The lowest flagged byte is exact (a borrow only flags bytes above a match).
+            return Some(i + (mask.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|p| i + p)
+}
+
+/// The high bit of each of the eight bytes that may be a control character, `"` or `\\`
+/// (SWAR); the lowest one set is always a true match.
+fn escape_mask(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
     let quote = has_zero(x ^ (ONES * b'"' as u64));
     let backslash = has_zero(x ^ (ONES * b'\\' as u64));
-    (below_space | quote | backslash) != 0
+    below_space | quote | backslash
 }
 
 /// An RFC 3339 UTC timestamp with microseconds, formatted once and reused.
@@ -595,5 +599,34 @@ mod event_time_tests {
         assert_eq!(event_time(br#"{"timestamp":"yesterday"}"#, 7), 7);
         assert_eq!(event_time(br#"{"timestamp":17}"#, 7), 7);
         assert_eq!(event_time(b"not json", 7), 7);
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the text — quotes, backslashes, controls, multi-byte characters, at any
+        /// offset from the eight-byte words — it reads back as itself.
+        #[test]
+        fn a_json_string_reads_back_as_the_text_written(s in "(?s)[\\x00-\\x7f\"\\\\é€😀a-z]{0,80}") {
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            let back: String = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+            prop_assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn quotes_every_few_bytes_are_each_escaped_once() {
+        let s = r#"{"ts":"2026","level":"info","msg":"a\b"}"#;
+        let mut out = Vec::new();
+        write_json_str(&mut out, s);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            r#""{\"ts\":\"2026\",\"level\":\"info\",\"msg\":\"a\\b\"}""#
+        );
     }
 }
