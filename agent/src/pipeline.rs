@@ -370,6 +370,20 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         .filter(|(_, s)| matches!(s, SourceConfig::Http(_)))
         .map(|(n, _)| n.clone())
         .collect();
+    let line_sources: HashSet<String> = config
+        .sources
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                SourceConfig::File(_)
+                    | SourceConfig::Stdin
+                    | SourceConfig::Syslog(_)
+                    | SourceConfig::Journald(_)
+            )
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
     for (name, sink) in &config.sinks {
         let mut inputs: HashSet<String> = sink.inputs.iter().cloned().collect();
         if !inputs.is_empty() {
@@ -385,6 +399,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         let kind = sink.kind.clone();
         let heartbeats = heartbeats.clone();
         let client_sources = client_sources.clone();
+        let line_sources = line_sources.clone();
         let seq_field = sink.seq_field.clone();
         let alert_after = sink.alert_after;
         let stall_timeout = sink.stall_timeout;
@@ -426,6 +441,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                     alert_after,
                     agent_sources: heartbeats.clone(),
                     client_sources: client_sources.clone(),
+                    line_sources: line_sources.clone(),
                 };
                 let run = sinks::run(ctx, &kind);
                 let result = tokio::select! {

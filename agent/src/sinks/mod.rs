@@ -59,6 +59,10 @@ pub struct SinkContext {
     pub agent_sources: HashSet<String>,
     /// Sources whose events are JSON objects of a client's own (http sources).
     pub client_sources: HashSet<String>,
+    /// Sources whose events the agent writes whole (file, stdin, syslog, journald lines): no
+    /// client names in them. A record of any other source (one no longer configured) is
+    /// treated as a client's.
+    pub line_sources: HashSet<String>,
 }
 
 /// Runs the sink of `kind` until shutdown: `console`, or an uploading sink on the

@@ -74,6 +74,7 @@ pub async fn run<P: Platform>(
         alert_after,
         agent_sources,
         client_sources,
+        line_sources,
     } = ctx;
     metrics.sink_state(&name, |s| s.last_progress = Some(std::time::Instant::now()));
     let limits = BatchLimits {
@@ -88,6 +89,7 @@ pub async fn run<P: Platform>(
         fields: SinkFields::new(seq_field.as_deref(), added_fields),
         agent_sources,
         client_sources,
+        line_sources,
         gzip: cfg.gzip,
         key_prefix: format!("{agent_id}-{name}"),
     });

@@ -138,7 +138,9 @@ impl<'a> Item<'a> {
                 self.host,
                 self.fields,
                 head,
-                self.kind != ItemKind::Heartbeat,
+                // Only a client's object can hold a field named like the sink's: the agent
+                // writes its own names (lines, heartbeats) and never one a sink writes.
+                self.kind == ItemKind::ClientEvent,
             ),
             Content::Object(json) => {
                 out.push(b'{');

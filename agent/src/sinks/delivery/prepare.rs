@@ -71,6 +71,8 @@ pub(super) struct Encoder<P> {
     pub agent_sources: HashSet<String>,
     /// Sources whose records are clients' JSON objects.
     pub client_sources: HashSet<String>,
+    /// Sources whose records the agent wrote whole (lines).
+    pub line_sources: HashSet<String>,
     pub gzip: bool,
     /// `<agent id>-<sink>`, the start of every idempotency key.
     pub key_prefix: String,
@@ -127,10 +129,10 @@ impl<P: Platform> Encoder<P> {
             .unwrap_or("");
         let kind = if self.agent_sources.contains(source) {
             ItemKind::Heartbeat
-        } else if self.client_sources.contains(source) {
-            ItemKind::ClientEvent
-        } else {
+        } else if self.line_sources.contains(source) && !self.client_sources.contains(source) {
             ItemKind::Event
+        } else {
+            ItemKind::ClientEvent
         };
         (source, kind)
     }
@@ -385,6 +387,7 @@ mod tests {
             fields: SinkFields::new(Some("seq"), &[]),
             agent_sources: HashSet::new(),
             client_sources: HashSet::new(),
+            line_sources: HashSet::new(),
             gzip,
             key_prefix: "a-s".into(),
         }

@@ -39,6 +39,7 @@ impl<P: Platform> Replay<P> {
                 agent_sources: Default::default(),
                 // A stored line may be a client's object: the platform treats it as one.
                 client_sources: Default::default(),
+                line_sources: Default::default(),
                 gzip: cfg.gzip,
                 key_prefix: format!("{agent_id}-{name}"),
             },
