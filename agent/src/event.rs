@@ -267,56 +267,69 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
     buf.reserve(s.len() + 8);
     let mut start = 0;
     let mut i = 0;
-    while let Some(at) = next_escape(s, i) {
-        let b = s[at];
-        buf.extend_from_slice(&s[start..at]);
-        match b {
-            b'"' => buf.extend_from_slice(b"\\\""),
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                buf.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
+    // Eight bytes at a time; each byte the word's mask flags is checked (a flag above a
+    // true match may be false) and escaped, without reading the word again.
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let mut mask = escape_mask(u64::from_le_bytes(word));
+        while mask != 0 {
+            let at = i + (mask.trailing_zeros() / 8) as usize;
+            let b = s[at];
+            if b == b'"' {
+                // The common case in JSON lines: one branch, two bytes.
+                buf.extend_from_slice(&s[start..at]);
+                buf.extend_from_slice(b"\\\"");
+                start = at + 1;
+            } else if needs_escape(b) {
+                buf.extend_from_slice(&s[start..at]);
+                push_escape(buf, b);
+                start = at + 1;
             }
+            mask &= mask - 1;
         }
-        i = at + 1;
-        start = i;
+        i += 8;
+    }
+    for (at, &b) in s.iter().enumerate().skip(i) {
+        if needs_escape(b) {
+            buf.extend_from_slice(&s[start..at]);
+            push_escape(buf, b);
+            start = at + 1;
+        }
     }
     buf.extend_from_slice(&s[start..]);
 }
 
-/// The index of the first byte at or after `from` that JSON must escape (a control
-/// character, `"` or `\\`): eight bytes at a time, jumping straight to the byte the word's
-/// mask names, so text full of quotes costs a step per quote, not per byte.
-fn next_escape(s: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(chunk) = s.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let mask = escape_mask(u64::from_le_bytes(word));
-        if mask != 0 {
-            // The lowest flagged byte is exact (a borrow only flags bytes above a match).
-            return Some(i + (mask.trailing_zeros() / 8) as usize);
+#[inline(always)]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+#[inline(always)]
+fn push_escape(buf: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => buf.extend_from_slice(b"\\\""),
+        b'\\' => buf.extend_from_slice(b"\\\\"),
+        b'\n' => buf.extend_from_slice(b"\\n"),
+        b'\r' => buf.extend_from_slice(b"\\r"),
+        b'\t' => buf.extend_from_slice(b"\\t"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         }
-        i += 8;
     }
-    s.get(i..)?
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|p| i + p)
 }
 
 /// The high bit of each of the eight bytes that may be a control character, `"` or `\\`
-/// (SWAR); the lowest one set is always a true match.
+/// (SWAR): every such byte is flagged; the lowest flag is always a true match, a flag above
+/// a match may be false (a borrow).
 fn escape_mask(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;

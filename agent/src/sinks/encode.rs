@@ -249,7 +249,10 @@ pub fn encode(
 /// Gzips `body` at the fast level: logs compress well even so, and the agent has a
 /// throughput target on two cores.
 pub fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::fast());
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(body.len() / 16 + 1024),
+        Compression::fast(),
+    );
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(body);
     enc.finish().unwrap_or_default()

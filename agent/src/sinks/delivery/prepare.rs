@@ -9,7 +9,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use std::io::Write;
+
 use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use gapless_wal::Record;
 
 use super::platform::{Framing, Item, ItemKind, Platform};
@@ -89,6 +93,9 @@ struct Written {
 impl<P: Platform> Encoder<P> {
     /// The requests of `batch`, every record of which is an item.
     pub fn prepare(&self, batch: &Batch, key: KeyKind) -> Prepared {
+        if self.gzip && self.platform.max_request_bytes().is_none() {
+            return self.prepare_streamed(batch, key);
+        }
         let mut w = self.start(batch.records.len(), batch.bytes);
         for r in &batch.records {
             let (source, kind) = self.classify(r);
@@ -96,6 +103,64 @@ impl<P: Platform> Encoder<P> {
             self.push(&mut w, &item, r.gap().map(|g| g.reason.as_str()));
         }
         self.pack(w, batch.first_seq, batch.last_seq, key)
+    }
+
+    /// One gzip request for the whole batch, compressed as it is written, 64 KiB at a time:
+    /// for a platform without a size limit, whose batch is never packed into several
+    /// requests, the uncompressed body is never whole in memory.
+    fn prepare_streamed(&self, batch: &Batch, key: KeyKind) -> Prepared {
+        const CHUNK: usize = 64 << 10;
+        let framing = self.platform.framing();
+        let mut gz = GzEncoder::new(
+            Vec::with_capacity(batch.bytes / 16 + 1024),
+            Compression::fast(),
+        );
+        let mut chunk = Vec::with_capacity(CHUNK + 4096);
+        let mut seqs = Vec::with_capacity(batch.records.len());
+        let mut gaps = Vec::new();
+        if framing == Framing::JsonArray {
+            chunk.push(b'[');
+        }
+        for (i, r) in batch.records.iter().enumerate() {
+            if framing == Framing::JsonArray && i > 0 {
+                chunk.push(b',');
+            }
+            let (source, kind) = self.classify(r);
+            let item = Item::record(r, kind, source, &self.host, self.fields.as_ref());
+            self.platform.write_item(&item, &mut chunk);
+            if framing == Framing::Lines {
+                chunk.push(b'\n');
+            }
+            seqs.push(r.seq);
+            if let Some(g) = r.gap() {
+                gaps.push((r.seq, g.reason.as_str()));
+            }
+            if chunk.len() >= CHUNK {
+                // Writing into a Vec cannot fail.
+                let _ = gz.write_all(&chunk);
+                chunk.clear();
+            }
+        }
+        if framing == Framing::JsonArray {
+            chunk.push(b']');
+        }
+        let _ = gz.write_all(&chunk);
+        let body = Bytes::from(gz.finish().unwrap_or_default());
+        let key = self.key(batch.first_seq, batch.last_seq, &seqs, key);
+        Prepared {
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            order: seqs.clone(),
+            requests: vec![Request {
+                first_seq: batch.first_seq,
+                last_seq: batch.last_seq,
+                seqs,
+                gaps,
+                body,
+                key,
+            }],
+            oversized: Vec::new(),
+        }
     }
 
     /// The request(s) of dead-letter notices: (first seq, last seq, the notice's JSON).
