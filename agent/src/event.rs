@@ -246,33 +246,37 @@ pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// Writes `bytes` as a JSON string, replacing invalid UTF-8 with U+FFFD. Returns whether
-/// the bytes were valid UTF-8.
+/// the bytes were valid UTF-8. Text that is all ASCII (most log lines) is escaped and known
+/// valid in one pass; only text with other bytes is checked as UTF-8 as well.
 pub fn write_json_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
     buf.push(b'"');
-    let valid = match std::str::from_utf8(bytes) {
-        Ok(s) => {
-            escape_into(buf, s.as_bytes());
-            true
-        }
-        Err(_) => {
-            escape_into(buf, String::from_utf8_lossy(bytes).as_bytes());
-            false
-        }
-    };
+    let start = buf.len();
+    let non_ascii = escape_into(buf, bytes);
+    let valid = !non_ascii || std::str::from_utf8(bytes).is_ok();
+    if !valid {
+        buf.truncate(start);
+        escape_into(buf, String::from_utf8_lossy(bytes).as_bytes());
+    }
     buf.push(b'"');
     valid
 }
 
-fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
+/// Escapes `s` into `buf`; returns whether `s` has a byte outside ASCII (then the caller
+/// checks it is UTF-8).
+fn escape_into(buf: &mut Vec<u8>, s: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
     buf.reserve(s.len() + 8);
     let mut start = 0;
     let mut i = 0;
+    let mut high = 0u64;
     // Eight bytes at a time; each byte the word's mask flags is checked (a flag above a
     // true match may be false) and escaped, without reading the word again.
     while let Some(chunk) = s.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let mut mask = escape_mask(u64::from_le_bytes(word));
+        let x = u64::from_le_bytes(word);
+        high |= x & HIGH;
+        let mut mask = escape_mask(x);
         while mask != 0 {
             let at = i + (mask.trailing_zeros() / 8) as usize;
             let b = s[at];
@@ -290,7 +294,9 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
         }
         i += 8;
     }
+    let mut tail_high = false;
     for (at, &b) in s.iter().enumerate().skip(i) {
+        tail_high |= b >= 0x80;
         if needs_escape(b) {
             buf.extend_from_slice(&s[start..at]);
             push_escape(buf, b);
@@ -298,6 +304,7 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
         }
     }
     buf.extend_from_slice(&s[start..]);
+    high != 0 || tail_high
 }
 
 #[inline(always)]
@@ -630,6 +637,21 @@ mod escape_tests {
             let back: String = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
             prop_assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_visibly_and_reported_wherever_it_is() {
+        for bad in [&b"abc\xff"[..], b"0123456789\xc3(xyz", b"\xe2\x82"] {
+            let mut out = Vec::new();
+            assert!(!write_json_bytes(&mut out, bad));
+            let back: String = serde_json::from_slice(&out).unwrap_or_default();
+            assert_eq!(back, String::from_utf8_lossy(bad));
+        }
+        let mut out = Vec::new();
+        assert!(write_json_bytes(
+            &mut out,
+            "héllo \"wörld\" 12345678".as_bytes()
+        ));
     }
 
     #[test]
