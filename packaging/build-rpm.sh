@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-generate-rpm >/dev/null || cargo install cargo-generate-rpm --locked --quiet
-cargo build --release --quiet -p gapless --bin gapless
+# The same build as packaging/test-deb.sh (with the bench receiver): the same features, so
+# one build serves both packages.
+cargo build --release --quiet -p gapless --bin gapless --example count_receiver
 mkdir -p target/rpm-staging
 objcopy --strip-debug target/release/gapless target/rpm-staging/gapless
 cargo generate-rpm -p agent
