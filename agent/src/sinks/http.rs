@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Encoding, HttpSinkConfig};
 use crate::error::{Error, Result};
 use crate::sinks::delivery::{Answer, Framing, Item, NotReady, Outgoing, Platform, Rejection};
-use crate::sinks::retry::parse_retry_after;
+use crate::sinks::retry::retry_after;
 
 /// The `http` platform of one sink.
 pub struct Http {
@@ -55,11 +55,7 @@ pub async fn status_answer(response: reqwest::Response) -> Answer {
     if status.is_success() {
         return Answer::Delivered;
     }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after = retry_after(&response);
     let body = response.text().await.unwrap_or_default();
     let body: String = body.chars().take(2048).collect();
     match status.as_u16() {

@@ -43,6 +43,15 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(3600)))
 }
 
+/// The `Retry-After` of a response, if it has a readable one.
+pub fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

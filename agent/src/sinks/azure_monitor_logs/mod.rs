@@ -37,7 +37,7 @@ use crate::reserved::{AGENT_ID, TIME_ORIGINAL};
 use crate::sinks::delivery::{
     Answer, Framing, Item, ItemKind, NotReady, Outgoing, Platform, Rejection,
 };
-use crate::sinks::retry::parse_retry_after;
+use crate::sinks::retry::retry_after;
 use token::TokenSource;
 
 /// The Logs Ingestion API's limit per call, compressed and uncompressed.
@@ -50,50 +50,22 @@ const OLD_EVENT: Duration = Duration::from_secs(24 * 3600);
 /// a `TimeGenerated` more than a day ahead; this leaves room for clock skew).
 const FUTURE_EVENT: Duration = Duration::from_secs(12 * 3600);
 
-/// The columns of the shipped DCR's stream (`packaging/azure/dcr.json`, checked by a
-/// test): fields with these names go at the top level. A client's other fields go under
+/// The columns of the shipped DCR's stream (`packaging/azure/dcr.json`, checked by a test)
+/// besides the agent's own field names ([`crate::reserved::AGENT_FIELDS`], all columns too):
+/// fields with these names go at the top level. A client's other fields go under
 /// [`ATTRIBUTES`], because Azure drops properties its stream does not declare.
-pub const COLUMNS: &[&str] = &[
+pub const STREAM_COLUMNS: &[&str] = &[
     "TimeGenerated",
-    "TimeOriginal",
-    "agent_id",
-    "seq",
-    "message",
-    "timestamp",
-    "host",
-    "source",
-    "file",
-    "journal",
-    "syslog",
-    "client_fields",
-    "attributes",
-    "truncated",
-    "partial",
-    "continued",
-    "invalid_utf8",
-    "gapless",
-    "reason",
-    "first_seq",
-    "last_seq",
-    "events",
-    "bytes",
-    "from",
-    "to",
-    "dead_letter_file",
-    "status",
-    "error",
-    "version",
-    "uptime_seconds",
-    "sinks",
-    "dropped_events",
-    "dead_lettered_events",
+    TIME_ORIGINAL,
+    crate::reserved::DEFAULT_SEQ_FIELD,
+    ATTRIBUTES,
 ];
 
 /// Azure truncates a field value over 64 KB; a longer `message` is sent over several rows
 /// of at most this many bytes each.
 const MESSAGE_PART_BYTES: usize = 60_000;
 
-/// The `dynamic` column holding a client's fields that are not [`COLUMNS`].
+/// The `dynamic` column holding a client's fields that are not columns.
 pub const ATTRIBUTES: &str = "attributes";
 
 /// How often the warning about old events is repeated while they keep coming.
@@ -167,18 +139,20 @@ impl AzureMonitorLogs {
     fn group_attributes(&self, json: &[u8]) -> Option<Vec<u8>> {
         let object = crate::client_json::ClientObject::parse(std::str::from_utf8(json).ok()?)?;
         let is_column = |n: &Option<std::borrow::Cow<'_, str>>| {
-            n.as_deref()
-                .is_some_and(|n| COLUMNS.contains(&n) || self.own_columns.iter().any(|c| c == n))
-                && n.as_deref() != Some(ATTRIBUTES)
+            n.as_deref().is_some_and(|n| {
+                n != ATTRIBUTES
+                    && (crate::reserved::AGENT_FIELDS.contains(&n)
+                        || STREAM_COLUMNS.contains(&n)
+                        || self.own_columns.iter().any(|c| c == n))
+            })
         };
         if object.entries().all(|(n, _, _)| is_column(&n)) {
             return None;
         }
-        let mut out = Vec::with_capacity(json.len() + 16);
-        out.push(b'{');
-        let mut first = true;
-        for (n, k, v) in object.entries() {
-            if is_column(&n) {
+        // The fields that are columns (`columns`) or the others, as `"k":v` pairs in order.
+        let fields = |out: &mut Vec<u8>, columns: bool| {
+            let mut first = true;
+            for (_, k, v) in object.entries().filter(|(n, _, _)| is_column(n) == columns) {
                 if !first {
                     out.push(b',');
                 }
@@ -187,24 +161,16 @@ impl AzureMonitorLogs {
                 out.push(b':');
                 out.extend_from_slice(v.get().as_bytes());
             }
-        }
-        if !first {
+            !first
+        };
+        let mut out = Vec::with_capacity(json.len() + 16);
+        out.push(b'{');
+        if fields(&mut out, true) {
             out.push(b',');
         }
         write_json_str(&mut out, ATTRIBUTES);
         out.extend_from_slice(b":{");
-        let mut first = true;
-        for (n, k, v) in object.entries() {
-            if !is_column(&n) {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                out.extend_from_slice(k.get().as_bytes());
-                out.push(b':');
-                out.extend_from_slice(v.get().as_bytes());
-            }
-        }
+        fields(&mut out, false);
         out.extend_from_slice(b"}}");
         Some(out)
     }
@@ -356,11 +322,7 @@ impl Platform for AzureMonitorLogs {
         if status.is_success() {
             return Answer::Delivered;
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after(&response);
         let header_code = response
             .headers()
             .get("x-ms-error-code")
@@ -443,7 +405,11 @@ mod tests {
         }
         // The sink's idea of the columns is the DCR's.
         let mut shipped: Vec<&str> = columns.clone();
-        let mut known: Vec<&str> = super::COLUMNS.to_vec();
+        let mut known: Vec<&str> = crate::reserved::AGENT_FIELDS
+            .iter()
+            .chain(super::STREAM_COLUMNS)
+            .copied()
+            .collect();
         shipped.sort_unstable();
         known.sort_unstable();
         assert_eq!(shipped, known);

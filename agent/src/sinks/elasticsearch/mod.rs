@@ -30,7 +30,7 @@ use crate::reserved::{AGENT_ID, ES_TIMESTAMP};
 use crate::sinks::delivery::{
     Answer, Framing, Item, ItemAnswer, ItemKind, NotReady, Outgoing, Platform, Rejection,
 };
-use crate::sinks::retry::parse_retry_after;
+use crate::sinks::retry::retry_after;
 
 /// How long an endpoint that did not answer is avoided.
 const AVOID_FOR: Duration = Duration::from_secs(30);
@@ -265,11 +265,7 @@ impl Platform for Elasticsearch {
         items: usize,
     ) -> Answer {
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after(&response);
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {

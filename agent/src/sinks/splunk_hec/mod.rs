@@ -29,7 +29,7 @@ use crate::reserved::AGENT_ID;
 use crate::sinks::delivery::{
     Answer, Framing, Item, ItemAnswer, NotReady, Outgoing, Platform, Rejection,
 };
-use crate::sinks::retry::parse_retry_after;
+use crate::sinks::retry::retry_after;
 use ack::AckWaiter;
 
 /// The platform of one `splunk_hec` sink.
@@ -183,11 +183,7 @@ impl Platform for SplunkHec {
         items: usize,
     ) -> Answer {
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after(&response);
         let body = response.text().await.unwrap_or_default();
         let answer: HecAnswer = serde_json::from_str(&body).unwrap_or_default();
         let code = answer
