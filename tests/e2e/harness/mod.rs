@@ -44,10 +44,19 @@ pub const DELIVERY: Duration = Duration::from_secs(30);
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
 
-/// A port on 127.0.0.1 that was free a moment ago (for the agent's API and http sources).
+/// A port on 127.0.0.1 that was free a moment ago (for the agent's API and http sources),
+/// and never handed out before by this process: the kernel may give a port just released
+/// again, and two ports of one agent (its API and a source) must not be the same.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `cond` until it holds; panics naming `what` after `timeout`.
