@@ -655,6 +655,24 @@ mod escape_tests {
     }
 
     #[test]
+    fn long_text_full_of_escapes_reads_back_across_buffer_growth() {
+        // Every byte an escape, runs of plain text of every length, multi-byte characters:
+        // the word loop's stores and its growth of the buffer are exercised at every offset.
+        let mut s = String::new();
+        for n in 0..400 {
+            s.push_str(&"x".repeat(n % 17));
+            s.push(['"', '\\', '\n', '\u{1}', 'é', '😀', '\t'][n % 7]);
+        }
+        for start in 0..9 {
+            let mut out = b"prefix".to_vec();
+            out.shrink_to_fit();
+            write_json_str(&mut out, &s[start..]);
+            let back: String = serde_json::from_slice(&out[6..]).unwrap_or_default();
+            assert_eq!(back, &s[start..]);
+        }
+    }
+
+    #[test]
     fn quotes_every_few_bytes_are_each_escaped_once() {
         let s = r#"{"ts":"2026","level":"info","msg":"a\b"}"#;
         let mut out = Vec::new();

@@ -136,9 +136,9 @@ impl Cursor {
 
     /// Like [`Cursor::read`] but returns at once, possibly with nothing.
     pub fn try_read(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
         let max_records = max_records.max(1);
+        let mut out = Vec::with_capacity(max_records.min(1024));
+        let mut bytes = 0usize;
         while out.len() < max_records && bytes < max_bytes {
             match self.step()? {
                 Step::Record(r) => {

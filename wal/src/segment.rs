@@ -29,7 +29,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::record::{self, Decoded, RecordKind, Seq, RECORD_HEADER_LEN, RECORD_MAGIC};
@@ -412,12 +412,19 @@ impl SegmentScanner {
             return Ok(());
         }
         let read_end = (at + n.max(READ_CHUNK) as u64).min(self.limit);
-        let mut fresh = BytesMut::with_capacity((read_end - at) as usize);
+        let want = (read_end - at) as usize;
+        let mut fresh = Vec::with_capacity(want);
         if at >= self.buf_start && at < self.buf_end() {
             fresh.extend_from_slice(&self.buf[(at - self.buf_start) as usize..]);
         }
         let mut filled = fresh.len();
-        fresh.resize((read_end - at) as usize, 0);
+        if filled < want && !self.known_bad(at + filled as u64, want - filled) {
+            // The common case reads straight into the buffer's spare capacity (no zero-fill
+            // of 256 KiB per read); a short read (the end of the file, an error) leaves the
+            // rest to the careful loop below, which retries and tells unreadable pages apart.
+            filled += self.read_uninit(&mut fresh, at + filled as u64, want - filled);
+        }
+        fresh.resize(want, 0);
         while filled < fresh.len() {
             let n = self.read_some(&mut fresh[filled..], at + filled as u64)?;
             if n == 0 {
@@ -428,7 +435,7 @@ impl SegmentScanner {
             filled += n;
         }
         fresh.truncate(filled);
-        self.buf = fresh.freeze();
+        self.buf = Bytes::from(fresh);
         self.buf_start = at;
         Ok(())
     }
@@ -438,13 +445,34 @@ impl SegmentScanner {
     /// Reads at `pos` into `buf` (some bytes, 0 at the end of the file), trying a failed
     /// read again; with [`SegmentScanner::tolerate_unreadable`], a page that never reads
     /// comes back as zeros and the pages around it as they are.
+    /// Whether a page of `[pos, pos + len)` is known to be unreadable.
+    fn known_bad(&self, pos: u64, len: usize) -> bool {
+        let first_page = pos / READ_PAGE * READ_PAGE;
+        self.unreadable
+            .range(first_page..pos + len as u64)
+            .next()
+            .is_some()
+    }
+
+    /// Appends up to `len` bytes read at `pos` to `vec` without zero-filling its spare
+    /// capacity first (`Read::read_to_end` on a `File` reads into uninitialised memory).
+    /// Returns how many it got; a short count (end of file, an error) leaves the rest to
+    /// [`SegmentScanner::read_some`].
+    fn read_uninit(&mut self, vec: &mut Vec<u8>, pos: u64, len: usize) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        let before = vec.len();
+        let mut file = &self.file;
+        if file.seek(SeekFrom::Start(pos)).is_err() {
+            return 0;
+        }
+        // An error keeps what was read before it; the careful path reads the rest again.
+        let _ = file.take(len as u64).read_to_end(vec);
+        vec.len() - before
+    }
+
     fn read_some(&mut self, buf: &mut [u8], pos: u64) -> Result<usize> {
         let first_page = pos / READ_PAGE * READ_PAGE;
-        let known_bad = self
-            .unreadable
-            .range(first_page..pos + buf.len() as u64)
-            .next()
-            .is_some();
+        let known_bad = self.known_bad(pos, buf.len());
         if !known_bad {
             match read_retrying(&self.file, buf, pos) {
                 Ok(n) => return Ok(n),

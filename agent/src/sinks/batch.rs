@@ -135,6 +135,12 @@ impl BatchReader {
     }
 
     fn take(&mut self, records: Vec<Record>) {
+        if self.pending.records.is_empty() {
+            // Most batches are one read: keep its Vec rather than copy it over.
+            self.pending.records = Vec::with_capacity(records.len());
+        } else {
+            self.pending.records.reserve(records.len());
+        }
         for r in records {
             if self.pending.first_seq == 0 {
                 self.pending.first_seq = r.seq;

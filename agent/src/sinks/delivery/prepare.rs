@@ -82,6 +82,12 @@ pub(super) struct Encoder<P> {
     pub key_prefix: String,
 }
 
+/// The kind of the source last classified, for the next record of the same source.
+#[derive(Default)]
+struct KindCache {
+    last: Option<(String, ItemKind)>,
+}
+
 /// The items written so far: bytes, the span of each, and what each is.
 struct Written {
     raw: Vec<u8>,
@@ -97,8 +103,9 @@ impl<P: Platform> Encoder<P> {
             return self.prepare_streamed(batch, key);
         }
         let mut w = self.start(batch.records.len(), batch.bytes);
+        let mut kinds = KindCache::default();
         for r in &batch.records {
-            let (source, kind) = self.classify(r);
+            let (source, kind) = self.classify(r, &mut kinds);
             let item = Item::record(r, kind, source, &self.host, self.fields.as_ref());
             self.push(&mut w, &item, r.gap().map(|g| g.reason.as_str()));
         }
@@ -121,11 +128,12 @@ impl<P: Platform> Encoder<P> {
         if framing == Framing::JsonArray {
             chunk.push(b'[');
         }
+        let mut kinds = KindCache::default();
         for (i, r) in batch.records.iter().enumerate() {
             if framing == Framing::JsonArray && i > 0 {
                 chunk.push(b',');
             }
-            let (source, kind) = self.classify(r);
+            let (source, kind) = self.classify(r, &mut kinds);
             let item = Item::record(r, kind, source, &self.host, self.fields.as_ref());
             self.platform.write_item(&item, &mut chunk);
             if framing == Framing::Lines {
@@ -185,13 +193,19 @@ impl<P: Platform> Encoder<P> {
         self.pack(w, first, last, KeyKind::Replay)
     }
 
-    fn classify<'r>(&self, r: &'r Record) -> (&'r str, ItemKind) {
+    fn classify<'r>(&self, r: &'r Record, kinds: &mut KindCache) -> (&'r str, ItemKind) {
         if r.gap().is_some() {
             return ("", ItemKind::Gap);
         }
         let source = split_payload(&r.payload)
             .and_then(|(name, _)| std::str::from_utf8(name).ok())
             .unwrap_or("");
+        // A batch is mostly runs of one source: look its kind up once per run.
+        if let Some((name, kind)) = &kinds.last {
+            if name == source {
+                return (source, *kind);
+            }
+        }
         let kind = if self.agent_sources.contains(source) {
             ItemKind::Heartbeat
         } else if self.line_sources.contains(source) && !self.client_sources.contains(source) {
@@ -199,6 +213,7 @@ impl<P: Platform> Encoder<P> {
         } else {
             ItemKind::ClientEvent
         };
+        kinds.last = Some((source.to_string(), kind));
         (source, kind)
     }
 
