@@ -26,6 +26,7 @@ mod outage;
 mod packaging;
 mod platforms;
 mod power_cut;
+mod relay;
 mod reload;
 mod responses;
 mod rotation;

@@ -1,5 +1,7 @@
 //! A private certificate authority made for one test with rcgen, and a server certificate
-//! it signed for `127.0.0.1` and `localhost`, and client certificates it signs on demand.
+//! it signed for `127.0.0.1` and `localhost`, and client certificates it signs on demand
+//! (named in the subject only, or — for an agent's identity at a relay — in a
+//! subjectAltName DNS name, also as PEM files).
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,32 @@ impl Pki {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         }
+    }
+
+    /// A client certificate whose subjectAltName is the DNS name `dns` (how a relay tells
+    /// which agent speaks), signed by the CA, as PEM: (certificate, PKCS#8 key).
+    pub fn client_pem(&self, dns: &str) -> (String, String) {
+        let mut params = CertificateParams::new(vec![dns.to_string()]).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, dns);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("a client key");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("the client certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// [`Pki::client_pem`] written as `dir/<dns>.pem` and `dir/<dns>.key`; returns their
+    /// paths.
+    pub fn write_client(&self, dir: &Path, dns: &str) -> (PathBuf, PathBuf) {
+        let (cert_pem, key_pem) = self.client_pem(dns);
+        let (cert, key) = (
+            dir.join(format!("{dns}.pem")),
+            dir.join(format!("{dns}.key")),
+        );
+        std::fs::write(&cert, cert_pem).expect("write the client certificate");
+        std::fs::write(&key, key_pem).expect("write the client key");
+        (cert, key)
     }
 
     /// Writes the server certificate and key as `dir/server.pem` and `dir/server.key`

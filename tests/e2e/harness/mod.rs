@@ -2,8 +2,9 @@
 //! misbehaves on cue ([`Receiver`]), log files that rotate ([`LogFile`]), a private CA
 //! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
 //! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), real
-//! journal files ([`journal`]), and a durafs mount to cut the power under data_dir or inject
-//! storage faults ([`DuraMount`]).
+//! journal files ([`journal`]), the relay tier ([`relay`]: its config, a raw client, the
+//! per-origin view), and a durafs mount to cut the power under data_dir or inject storage
+//! faults ([`DuraMount`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -18,6 +19,7 @@ pub mod lines;
 pub mod logfile;
 pub mod platforms;
 pub mod receiver;
+pub mod relay;
 pub mod reload;
 pub mod snippets;
 pub mod tmpfs;
