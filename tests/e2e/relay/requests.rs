@@ -15,6 +15,23 @@ const BAD: &str = "refused-agent";
 /// The agent of the good requests between them.
 const GOOD: &str = "good-agent";
 
+/// 128 hex digits that gzip cannot shrink much (splitmix64 of `seed`).
+fn noise(seed: u64) -> String {
+    let mut x = seed;
+    (0..8)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
+}
+
+/// A request's headers, (name, value).
+type Headers = Vec<(String, String)>;
+
 /// A line of an origin event with `seq` and extra top-level fields.
 fn line(seq: u64, extra: &str) -> String {
     format!(r#"{{"seq":{seq},"message":"refused {seq}","host":"h","source":"app"{extra}}}"#)
@@ -31,21 +48,26 @@ async fn malformed_requests_get_400_and_the_relay_keeps_taking_good_ones() {
     )
     .await;
     let client = RelayClient::new(port).with_token(TOKEN);
-    let without = |name: &str| -> Vec<(String, String)> {
+    let without = |name: &str| -> Headers {
         let mut h = continuity_headers(BAD, 1, 2);
         h.retain(|(k, _)| k != name);
         h
     };
-    let with_range = |range: &str| -> Vec<(String, String)> {
+    let with_range = |range: &str| -> Headers {
         let mut h = without("gapless-seq-range");
         h.push(("gapless-seq-range".into(), range.into()));
         h
     };
     let good_pair = vec![line(1, ""), line(2, "")];
-    let big: Vec<String> = (1..=1_000)
+    // Over 64 KiB once gunzipped, a few KiB as sent.
+    let big_plain: Vec<String> = (1..=1_000)
         .map(|s| line(s, &format!(r#","pad":"{}""#, "x".repeat(100))))
         .collect();
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<String>, u16)> = vec![
+    // Over 64 KiB even gzipped: hex digits that do not repeat.
+    let big_gzipped: Vec<String> = (1..=2_000)
+        .map(|s| line(s, &format!(r#","pad":"{}""#, noise(s))))
+        .collect();
+    let cases: Vec<(&str, Headers, Vec<String>, u16)> = vec![
         (
             "no Gapless-Agent-Id",
             without("gapless-agent-id"),
@@ -141,9 +163,15 @@ async fn malformed_requests_get_400_and_the_relay_keeps_taking_good_ones() {
             400,
         ),
         (
-            "a body over max_body_bytes",
+            "a body over max_body_bytes as sent",
+            continuity_headers(BAD, 1, 2_000),
+            big_gzipped,
+            413,
+        ),
+        (
+            "a body over max_body_bytes once gunzipped",
             continuity_headers(BAD, 1, 1_000),
-            big,
+            big_plain,
             413,
         ),
     ];
