@@ -9,7 +9,7 @@ use std::process::ExitStatus;
 
 use crate::harness::agent::run_command;
 use crate::harness::relay::{gapless_sink, gapless_source, shared_token};
-use crate::harness::toml_path;
+use crate::harness::{free_port, toml_path};
 
 /// A config with a gapless source `agents` (`source_extra` in its table) and a gapless
 /// sink `relay` (`sink_extra` in its table).
@@ -17,7 +17,7 @@ fn relay_config(dir: &Path, source_extra: &str, sink_extra: &str) -> String {
     format!(
         "data_dir = {}\n[api]\naddress = \"127.0.0.1:0\"\n{}{}",
         toml_path(&dir.join("data")),
-        gapless_source("agents", 19443, source_extra),
+        gapless_source("agents", free_port(), source_extra),
         gapless_sink(
             "relay",
             "https://relay.example.com:9443/",

@@ -3,7 +3,8 @@
 //! every agent is there, none stored twice by the relay, and `gapless verify-stream` finds
 //! no missing range for the hop or any origin. The platform may get a relay seq twice
 //! (the relay's own sink resends after a kill); an origin seq under two relay seqs would
-//! mean the relay stored a repeated request again.
+//! mean the relay stored a repeated request again. And what the relay answered 200 for
+//! survives a `kill -9` right after the answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use super::{agent_id, relay_uri, start_relay, TOKEN};
 use crate::harness::receiver::Outcome;
-use crate::harness::relay::{gapless_sink, origins, shared_token, verify_relay};
+use crate::harness::relay::{
+    assert_answer, gapless_sink, origin_messages, origins, shared_token, verify_relay, RelayClient,
+};
 use crate::harness::snippets::file_source;
 use crate::harness::*;
 
@@ -152,4 +155,35 @@ async fn kill_9_of_agents_and_relay_during_an_outage_leaves_no_origin_seq_missin
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     verify_relay(&platform, dir.path()).assert_no_missing(&id_refs);
     eprintln!("{}", platform.summary());
+}
+
+// Crash: SIGKILL of the relay right after it answered 200, while the platform answers 503
+// (nothing could have left the relay): only its WAL can have kept those events.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_the_relay_answered_200_survive_a_kill_9_right_after_the_answer() {
+    let platform = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let mut relay = start_relay(&platform, port, &shared_token(TOKEN)).await;
+    let client = RelayClient::new(port).with_token(TOKEN);
+    let mut next = 1;
+    for _round in 0..3 {
+        for _request in 0..5 {
+            let answer = client.post_range("durable", "durable", next, 50).await;
+            assert_answer(&format!("seqs {next}..+50"), &answer, 200);
+            next += 50;
+        }
+        relay.kill9();
+        relay.restart().await;
+    }
+    assert!(
+        platform.events().is_empty(),
+        "the platform accepted events while it answered 503"
+    );
+    platform.set_mode(Mode::Ok);
+    platform
+        .wait_for_lines(&origin_messages("durable", 1, next - 1), DELIVERY)
+        .await;
+    let by_origin = origins(&platform.events());
+    assert_eq!(by_origin["durable"].holes(next - 1), vec![]);
+    assert!(by_origin["durable"].stored_twice().is_empty());
 }

@@ -1,14 +1,18 @@
 //! What arrives behind a relay: each origin event with `origin_agent_id`, `origin_seq`, the
 //! origin's own fields in their order and the relay's own `seq`; range records where the
-//! origin's sink filtered records out; a client of the origin's http source cannot forge
-//! an origin field or a gap record. `gapless verify-stream` checks each origin.
+//! origin's sink filtered records out; the origin's gap records and heartbeats with their
+//! marker; a client of the origin's http source cannot forge an origin field or a gap
+//! record. `gapless verify-stream` checks each origin, and names a hole in one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
 use super::{agent_id, relay_uri, start_relay, TOKEN};
-use crate::harness::relay::{gapless_sink, origins, shared_token, top_level_keys, verify_relay};
+use crate::harness::relay::{
+    assert_answer, continuity_headers, gapless_sink, origin_lines, origin_messages, origins,
+    shared_token, top_level_keys, verify_relay, RelayClient,
+};
 use crate::harness::snippets::{file_source, http_sink, http_source};
 use crate::harness::*;
 
@@ -282,6 +286,119 @@ async fn an_origin_sink_filtering_out_a_source_leaves_range_records_and_no_missi
     assert_eq!(
         verified.origin("agent-filter")["last_seq"],
         last,
+        "{verified:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_gap_records_and_heartbeats_keep_their_marker_and_explain_origin_holes() {
+    let platform = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _relay = start_relay(&platform, port, &shared_token(TOKEN)).await;
+    let client = RelayClient::new(port).with_token(TOKEN);
+    // What an origin sends after damage in its WAL: seqs 2..=4 lost, said by its gap
+    // record (seq 5), then a heartbeat (seq 6) and an event (seq 7).
+    let lines = vec![
+        origin_lines("gap", 1, 1).remove(0),
+        r#"{"seq":5,"gapless":"gap","reason":"wal_corrupt","first_seq":2,"last_seq":4,"events":3,"host":"origin-host","timestamp":"2026-11-30T12:00:00.000Z"}"#.to_string(),
+        r#"{"seq":6,"gapless":"heartbeat","message":"gapless heartbeat","agent_id":"gap-agent","host":"origin-host"}"#.to_string(),
+        origin_lines("gap", 7, 1).remove(0),
+    ];
+    let answer = client
+        .post(&continuity_headers("gap-agent", 1, 7), &lines)
+        .await
+        .unwrap();
+    assert_answer(
+        "an origin's batch with a gap record and a heartbeat",
+        &answer,
+        200,
+    );
+    platform
+        .wait_for_lines(&origin_messages("gap", 7, 1), DELIVERY)
+        .await;
+    let events = platform.events();
+    let gap = events
+        .iter()
+        .find(|e| e["gapless"] == "gap")
+        .unwrap_or_else(|| panic!("the origin's gap record did not arrive: {events:?}"));
+    assert_eq!(gap["origin_agent_id"], "gap-agent", "{gap}");
+    assert_eq!(
+        (gap["first_seq"].as_u64(), gap["last_seq"].as_u64()),
+        (Some(2), Some(4)),
+        "{gap}"
+    );
+    assert_eq!(gap["reason"], "wal_corrupt", "{gap}");
+    let heartbeat = events
+        .iter()
+        .find(|e| e["gapless"] == "heartbeat")
+        .unwrap_or_else(|| panic!("the origin's heartbeat did not arrive: {events:?}"));
+    assert_eq!(heartbeat["origin_agent_id"], "gap-agent", "{heartbeat}");
+    assert_eq!(origins(&events)["gap-agent"].holes(7), vec![]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let verified = verify_relay(&platform, dir.path());
+    verified.assert_no_missing(&["gap-agent"]);
+    assert!(
+        verified
+            .text
+            .lines()
+            .any(|l| l.starts_with("origin gap-agent: seqs 1..7:") && l.contains(" 1 gap records")),
+        "{verified:?}"
+    );
+    assert_eq!(
+        verified.json["hop"]["missing"],
+        json!([]),
+        "the origin's gap record must not make a hole in the relay's own seqs: {verified:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_stream_names_a_hole_in_an_origins_seqs() {
+    let platform = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _relay = start_relay(&platform, port, &shared_token(TOKEN)).await;
+    let client = RelayClient::new(port).with_token(TOKEN);
+    // seqs 4..=6 never sent, and no gap record for them.
+    for (first, count) in [(1, 3), (7, 3)] {
+        let answer = client.post_range("holey", "holey", first, count).await;
+        assert_answer("a batch of agent holey", &answer, 200);
+    }
+    let answer = client.post_range("whole", "whole", 1, 5).await;
+    assert_answer("a batch of agent whole", &answer, 200);
+    let mut expected = origin_messages("holey", 7, 3);
+    expected.extend(origin_messages("whole", 1, 5));
+    platform.wait_for_lines(&expected, DELIVERY).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let verified = verify_relay(&platform, dir.path());
+    assert_eq!(verified.status.code(), Some(1), "{verified:?}");
+    assert_eq!(verified.json["hop"]["missing"], json!([]), "{verified:?}");
+    assert_eq!(
+        verified.origin("holey")["missing"],
+        json!([[4, 6]]),
+        "{verified:?}"
+    );
+    assert_eq!(
+        verified.origin("whole")["missing"],
+        json!([]),
+        "{verified:?}"
+    );
+    let text: Vec<&str> = verified.text.lines().collect();
+    let at = text
+        .iter()
+        .position(|l| l.starts_with("origin holey: seqs 1..9: 6 delivered, 0 duplicate deliveries, 0 gap records, 1 missing ranges"))
+        .unwrap_or_else(|| panic!("no summary line for origin holey: {verified:?}"));
+    assert!(
+        text[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(' '))
+            .any(|l| l.trim() == "MISSING without a gap record: seqs 4..=6"),
+        "the hole is not named under origin holey: {verified:?}"
+    );
+    assert!(
+        verified
+            .text
+            .contains("origin whole: seqs 1..5: 5 delivered, 0 duplicate deliveries, 0 gap records, 0 missing ranges"),
         "{verified:?}"
     );
 }
