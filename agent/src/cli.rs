@@ -68,7 +68,8 @@ enum Command {
         command: DeadLetterCommand,
     },
     /// Check captured batches (NDJSON events, or one `{"headers":…,"events":[…]}` per line)
-    /// for seqs missing without a gap record, and for duplicates. Exits 1 on a silent hole.
+    /// for seqs missing without a gap record, and for duplicates. Events passed on by a relay
+    /// (with `origin_agent_id`) are also checked per origin agent. Exits 1 on a silent hole.
     ///
     /// Example: gapless verify-stream received.ndjson --from 1
     VerifyStream {

@@ -20,13 +20,20 @@
 //!   event explains nothing: it is listed in `ignored_gaps`.
 //! - Heartbeats (`"gapless":"heartbeat"`) say nothing about continuity: here they are
 //!   events like any other.
+//!
+//! Through a relay ([`crate::sources::relay`]) a stream has two levels, checked apart:
+//! - the hop (the relay's own seqs, batch ranges and gap records): an event it passed on —
+//!   one with `origin_agent_id`, gap records included — is an event of the hop;
+//! - each origin agent ([`check_origins`]): its events' `origin_seq`, its gap records
+//!   (`first_seq`/`last_seq` are its seqs) and the relay's `"gapless":"range"` records (the
+//!   seqs one of its requests covered) must leave no hole.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::reserved::GAPLESS;
+use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ};
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +99,9 @@ pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> S
         }
         for e in &b.events {
             let own_seq = e.get(seq_field).and_then(Value::as_u64);
-            if e.get(GAPLESS).and_then(Value::as_str) == Some("gap") {
+            // A record a relay passed on speaks for its origin agent, not for this stream.
+            let relayed = seq_field != ORIGIN_SEQ && e.get(ORIGIN_AGENT_ID).is_some();
+            if !relayed && e.get(GAPLESS).and_then(Value::as_str) == Some("gap") {
                 let g = GapSeen {
                     reason: e
                         .get("reason")
@@ -149,6 +158,44 @@ pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> S
     report
 }
 
+/// Checks each origin agent of a stream that came through a relay: per `origin_agent_id`,
+/// its events by `origin_seq`, its gap records, and the relay's range records. Empty when
+/// no event came through a relay.
+pub fn check_origins(batches: &[ReceivedBatch]) -> BTreeMap<String, StreamReport> {
+    let mut per: BTreeMap<String, Vec<ReceivedBatch>> = BTreeMap::new();
+    for b in batches {
+        for e in &b.events {
+            let Some(origin) = e.get(ORIGIN_AGENT_ID).and_then(Value::as_str) else {
+                continue;
+            };
+            let batches = per.entry(origin.to_string()).or_insert_with(|| {
+                vec![ReceivedBatch {
+                    seq_range: None,
+                    events: Vec::new(),
+                }]
+            });
+            if e.get(GAPLESS).and_then(Value::as_str) == Some("range") {
+                if let (Some(a), Some(z)) = (
+                    e.get("first_seq").and_then(Value::as_u64),
+                    e.get("last_seq").and_then(Value::as_u64),
+                ) {
+                    if a <= z {
+                        batches.push(ReceivedBatch {
+                            seq_range: Some((a, z)),
+                            events: Vec::new(),
+                        });
+                    }
+                }
+                continue;
+            }
+            batches[0].events.push(e.clone());
+        }
+    }
+    per.into_iter()
+        .map(|(origin, batches)| (origin, check(&batches, ORIGIN_SEQ, None)))
+        .collect()
+}
+
 /// Reads a capture: NDJSON where each line is either one event (a receiver that kept no
 /// headers) or `{"headers": {…}, "events": [ … ]}` (one request with its headers).
 pub fn parse_capture(text: &str) -> Result<Vec<ReceivedBatch>, String> {
@@ -197,6 +244,40 @@ mod tests {
 
     fn ev(seq: u64) -> Value {
         json!({"seq": seq, "message": "x"})
+    }
+
+    #[test]
+    fn each_origin_agent_through_a_relay_is_checked_apart_from_the_hop() {
+        let relayed = |seq: u64, origin: &str, oseq: u64| json!({"seq": seq, "origin_agent_id": origin, "origin_seq": oseq, "message": "m"});
+        let mut events = vec![
+            relayed(1, "a", 1),
+            relayed(2, "b", 1),
+            relayed(3, "a", 2),
+            // a's gap record for its seqs 3..=4, passed on as the relay's seq 4.
+            json!({"seq": 4, "origin_agent_id": "a", "origin_seq": 5, "gapless": "gap", "reason": "wal_corrupt", "first_seq": 3, "last_seq": 4}),
+            relayed(5, "a", 6),
+            // b's seqs 2..=3 were filtered at b; its request covered 1..=4.
+            json!({"seq": 6, "origin_agent_id": "b", "gapless": "range", "first_seq": 1, "last_seq": 4}),
+            relayed(7, "b", 4),
+        ];
+        let batches = vec![ReceivedBatch {
+            seq_range: Some((1, 7)),
+            events: events.clone(),
+        }];
+        let hop = check(&batches, "seq", Some(1));
+        assert!(hop.is_continuous(), "{hop:?}");
+        assert!(hop.gaps.is_empty(), "an origin's gap is not the hop's");
+        let origins = check_origins(&batches);
+        assert!(origins["a"].is_continuous(), "{:?}", origins["a"]);
+        assert_eq!(origins["a"].gaps.len(), 1);
+        assert!(origins["b"].is_continuous(), "{:?}", origins["b"]);
+        // Without a's gap record, its seqs 3..=4 are missing.
+        events.remove(3);
+        let batches = vec![ReceivedBatch {
+            seq_range: None,
+            events,
+        }];
+        assert_eq!(check_origins(&batches)["a"].missing, vec![(3, 5)]);
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub async fn dead_letter_replay(
     use crate::sinks::{azure_monitor_logs, elasticsearch, http, splunk_hec};
     match &s.kind {
         SinkKind::Console => Err(no_sink("a console sink has no dead letters")),
-        SinkKind::Http(c) => {
+        SinkKind::Http(c) | SinkKind::Gapless(c) => {
             let p = http::Http::new(sink, (**c).clone())?;
             let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
             replay_all(config, sink, &r, out).await
@@ -364,43 +364,56 @@ pub fn verify_stream(
         batches.append(&mut b);
     }
     let report = continuity::check(&batches, seq_field, from);
+    let origins = continuity::check_origins(&batches);
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        let text = if origins.is_empty() {
+            serde_json::to_string_pretty(&report)
+        } else {
+            serde_json::to_string_pretty(&serde_json::json!({"hop": report, "origins": origins}))
+        };
+        let _ = writeln!(out, "{}", text.unwrap_or_default());
     } else {
-        let _ = writeln!(
-            out,
-            "seqs {}..{}: {} delivered, {} duplicate deliveries, {} gap records, {} missing ranges",
-            report.first_seq.unwrap_or(0),
-            report.last_seq.unwrap_or(0),
-            report.delivered,
-            report.duplicate_deliveries,
-            report.gaps.len(),
-            report.missing.len()
-        );
-        for g in &report.gaps {
-            let _ = writeln!(
-                out,
-                "  gap: {}{}{}",
-                g.reason,
-                seq_range(g),
-                g.events.map_or(String::new(), |n| format!(" ({n} events)"))
-            );
-        }
-        for g in &report.ignored_gaps {
-            let _ = writeln!(
-                out,
-                "  IGNORED gap-like event, not the agent's (no seq of its own, or seqs after it): {}{}",
-                g.reason,
-                seq_range(g)
-            );
-        }
-        for (a, z) in &report.missing {
-            let _ = writeln!(out, "  MISSING without a gap record: seqs {a}..={z}");
+        write_report(out, "", &report);
+        for (origin, r) in &origins {
+            write_report(out, &format!("origin {origin}: "), r);
         }
     }
-    Ok(report.is_continuous())
+    Ok(report.is_continuous()
+        && origins
+            .values()
+            .all(continuity::StreamReport::is_continuous))
+}
+
+/// One report as text, its first line starting with `label`.
+fn write_report(out: &mut dyn Write, label: &str, report: &continuity::StreamReport) {
+    let _ = writeln!(
+        out,
+        "{label}seqs {}..{}: {} delivered, {} duplicate deliveries, {} gap records, {} missing ranges",
+        report.first_seq.unwrap_or(0),
+        report.last_seq.unwrap_or(0),
+        report.delivered,
+        report.duplicate_deliveries,
+        report.gaps.len(),
+        report.missing.len()
+    );
+    for g in &report.gaps {
+        let _ = writeln!(
+            out,
+            "  gap: {}{}{}",
+            g.reason,
+            seq_range(g),
+            g.events.map_or(String::new(), |n| format!(" ({n} events)"))
+        );
+    }
+    for g in &report.ignored_gaps {
+        let _ = writeln!(
+            out,
+            "  IGNORED gap-like event, not the agent's (no seq of its own, or seqs after it): {}{}",
+            g.reason,
+            seq_range(g)
+        );
+    }
+    for (a, z) in &report.missing {
+        let _ = writeln!(out, "  MISSING without a gap record: seqs {a}..={z}");
+    }
 }

@@ -367,7 +367,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
     let client_sources: HashSet<String> = config
         .sources
         .iter()
-        .filter(|(_, s)| matches!(s, SourceConfig::Http(_)))
+        .filter(|(_, s)| matches!(s, SourceConfig::Http(_) | SourceConfig::Gapless(_)))
         .map(|(n, _)| n.clone())
         .collect();
     let line_sources: HashSet<String> = config
@@ -501,6 +501,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                 let result = match &source {
                     SourceConfig::File(c) => sources::file::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Http(c) => sources::http::run(ctx.clone(), c.clone()).await,
+                    SourceConfig::Gapless(c) => sources::relay::run(ctx.clone(), c.clone(), wal.clone()).await,
                     SourceConfig::Journald(c) => sources::journald::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Syslog(c) => sources::syslog::run(ctx.clone(), c.clone()).await,
                     SourceConfig::Stdin => sources::stdin::run(ctx.clone(), stdin_done.clone()).await,

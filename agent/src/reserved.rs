@@ -35,6 +35,13 @@ pub const AGENT_ID: &str = "agent_id";
 /// to replace its `TimeGenerated`.
 pub const TIME_ORIGINAL: &str = "TimeOriginal";
 
+/// On a relay, the id of the agent an event came from (set by the relay's `gapless` source
+/// from the authenticated request, never by a client).
+pub const ORIGIN_AGENT_ID: &str = "origin_agent_id";
+
+/// On a relay, the event's seq at the agent it came from.
+pub const ORIGIN_SEQ: &str = "origin_seq";
+
 /// The time field of Elasticsearch data streams.
 pub const ES_TIMESTAMP: &str = "@timestamp";
 
@@ -72,6 +79,9 @@ pub const AGENT_FIELDS: &[&str] = &[
     "dead_letter_file",
     "status",
     "error",
+    // What a relay adds to the events it passes on.
+    ORIGIN_AGENT_ID,
+    ORIGIN_SEQ,
     // Heartbeats.
     "agent_id",
     "version",
@@ -88,9 +98,10 @@ pub struct ReservedFields {
 }
 
 impl ReservedFields {
-    /// `gapless`, `client_fields` and these seq fields.
+    /// `gapless`, `client_fields`, the relay's `origin_agent_id` and `origin_seq`, and these
+    /// seq fields.
     pub fn new<'a>(seq_fields: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<String> = [GAPLESS, CLIENT_FIELDS]
+        let mut names: Vec<String> = [GAPLESS, CLIENT_FIELDS, ORIGIN_AGENT_ID, ORIGIN_SEQ]
             .into_iter()
             .chain(seq_fields)
             .map(str::to_string)
@@ -144,7 +155,14 @@ mod tests {
         let r = ReservedFields::new(["seq", "n", "seq"]);
         assert_eq!(
             r.names().collect::<Vec<_>>(),
-            ["client_fields", "gapless", "n", "seq"]
+            [
+                "client_fields",
+                "gapless",
+                "n",
+                "origin_agent_id",
+                "origin_seq",
+                "seq"
+            ]
         );
         assert!(r.contains("n") && !r.contains("message"));
         assert!(ReservedFields::new([]).contains(GAPLESS));

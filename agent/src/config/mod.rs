@@ -105,6 +105,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// Accept events over HTTP.
     Http(HttpSourceConfig),
+    /// A relay's intake: batches from other agents' `gapless` sinks.
+    Gapless(GaplessSourceConfig),
     /// Receive syslog over UDP, TCP or TLS.
     Syslog(SyslogSourceConfig),
     /// Read lines from standard input.
@@ -178,6 +180,30 @@ pub struct HttpSourceConfig {
     pub max_body_bytes: usize,
     /// Expected bearer token, if any. Default: none.
     pub auth: Auth,
+}
+
+/// `type = "gapless"` (source): a relay taking the batches of other agents' `gapless`
+/// sinks. See [`crate::sources::relay`].
+#[derive(Debug, Clone)]
+pub struct GaplessSourceConfig {
+    /// Listen address (required).
+    pub address: SocketAddr,
+    /// URL path accepting POSTs. Default `/`.
+    pub path: String,
+    /// Larger bodies (plain or once gunzipped) get 413. Default 10MiB.
+    pub max_body_bytes: usize,
+    /// HTTPS: the relay's certificate and key; with `ca_file`, agents must present a
+    /// certificate that CA signed, and its subjectAltName DNS names are the agent ids it
+    /// may speak for. Default: plain HTTP.
+    pub tls: Option<SyslogTls>,
+    /// A bearer token every agent shares (any holder may claim any agent id). Default: none.
+    pub auth: Auth,
+    /// Per-agent tokens: lines `<agent id> <token>`; a token from it may speak only for its
+    /// agent id. Re-read when it changes. Default: none.
+    pub agent_tokens_file: Option<PathBuf>,
+    /// How long the relay remembers which seqs an agent sent, after it was last heard
+    /// from, to drop resent events. Default 24h.
+    pub dedup_window: Duration,
 }
 
 /// The transport of a syslog source.
@@ -254,6 +280,9 @@ pub enum SinkKind {
     SplunkHec(Box<SplunkHecConfig>),
     /// Elasticsearch or OpenSearch `_bulk`.
     Elasticsearch(Box<ElasticsearchConfig>),
+    /// Another gapless agent's `gapless` source (a relay): the http sink's request, NDJSON
+    /// with the seq field `seq`, which the relay takes as each event's origin seq.
+    Gapless(Box<HttpSinkConfig>),
     /// NDJSON on stdout.
     Console,
 }
@@ -266,6 +295,7 @@ impl SinkKind {
             SinkKind::AzureMonitorLogs(c) => Some(&c.delivery),
             SinkKind::SplunkHec(c) => Some(&c.delivery),
             SinkKind::Elasticsearch(c) => Some(&c.delivery),
+            SinkKind::Gapless(c) => Some(&c.delivery),
             SinkKind::Console => None,
         }
     }
@@ -284,7 +314,10 @@ impl SinkKind {
                 crate::reserved::ES_TIMESTAMP.into(),
                 crate::reserved::AGENT_ID.into(),
             ],
-            SinkKind::Http(_) | SinkKind::SplunkHec(_) | SinkKind::Console => Vec::new(),
+            SinkKind::Http(_)
+            | SinkKind::SplunkHec(_)
+            | SinkKind::Gapless(_)
+            | SinkKind::Console => Vec::new(),
         }
     }
 
@@ -308,7 +341,7 @@ impl SinkKind {
             }
         }
         match self {
-            SinkKind::Http(h) => {
+            SinkKind::Http(h) | SinkKind::Gapless(h) => {
                 if let Some(p) = &h.auth.bearer_token_file {
                     out.push(("auth.bearer_token_file", p.as_path()));
                 }
@@ -617,6 +650,16 @@ pub fn check_paths(config: &Config) -> Vec<String> {
                     p,
                     &mut problems,
                 );
+            }
+        }
+        if let SourceConfig::Gapless(g) = s {
+            for (key, p) in [
+                ("auth.bearer_token_file", &g.auth.bearer_token_file),
+                ("auth.agent_tokens_file", &g.agent_tokens_file),
+            ] {
+                if let Some(p) = p {
+                    readable(&format!("sources.{name}.{key}"), p, &mut problems);
+                }
             }
         }
     }

@@ -54,6 +54,8 @@ pub(super) struct RawLog {
 pub(super) struct RawAuth {
     pub(super) bearer_token: Option<String>,
     pub(super) bearer_token_file: Option<PathBuf>,
+    // gapless (relay) source
+    pub(super) agent_tokens_file: Option<PathBuf>,
 }
 
 /// `auth` of a sink: all keys any sink type takes; `validate` refuses those its type does
@@ -97,6 +99,8 @@ pub(super) struct RawSource {
     pub(super) path: Option<String>,
     pub(super) max_body_bytes: Option<ByteSize>,
     pub(super) auth: Option<RawAuth>,
+    // gapless (relay) source (and address, path, max_body_bytes, auth, tls)
+    pub(super) dedup_window: Option<Dur>,
     // syslog (and address)
     pub(super) mode: Option<String>,
     pub(super) framing: Option<String>,

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The sink types, for error messages.
-const TYPES: &str = "http, azure_monitor_logs, splunk_hec, elasticsearch, console";
+const TYPES: &str = "http, azure_monitor_logs, splunk_hec, elasticsearch, gapless, console";
 
 pub(super) fn validate_sink(
     name: &str,
@@ -54,10 +54,30 @@ pub(super) fn validate_sink(
             refuse_keys(c, "sinks", name, "console", &platform_keys(&s, &[]))?;
             SinkKind::Console
         }
-        "http" => SinkKind::Http(Box::new(http(name, s, c)?)),
+        "http" => SinkKind::Http(Box::new(http(name, "http", s, c)?)),
         "azure_monitor_logs" => SinkKind::AzureMonitorLogs(Box::new(azure(name, s, c)?)),
         "splunk_hec" => SinkKind::SplunkHec(Box::new(splunk(name, s, c)?)),
         "elasticsearch" => SinkKind::Elasticsearch(Box::new(elasticsearch(name, s, c)?)),
+        "gapless" => {
+            // The relay reads each event's origin seq from `seq`: the wire is fixed.
+            if seq_field.as_deref() != Some(crate::reserved::DEFAULT_SEQ_FIELD) {
+                return Err(c.err(
+                    &["sinks", name, "seq_field"],
+                    "a gapless sink always sends the seq as `seq` (the relay reads it); leave seq_field out",
+                ));
+            }
+            refuse_keys(
+                c,
+                "sinks",
+                name,
+                "gapless",
+                &[
+                    ("encoding", s.encoding.is_some()),
+                    ("headers", s.headers.is_some()),
+                ],
+            )?;
+            SinkKind::Gapless(Box::new(http(name, "gapless", s, c)?))
+        }
         other => {
             return Err(c.err(
                 &["sinks", name, "type"],
@@ -287,16 +307,21 @@ fn delivery(name: &str, s: &mut RawSink, c: &Checker<'_>) -> Result<DeliveryConf
     })
 }
 
-fn http(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<HttpSinkConfig, ConfigError> {
+fn http(
+    name: &str,
+    kind: &str,
+    mut s: RawSink,
+    c: &Checker<'_>,
+) -> Result<HttpSinkConfig, ConfigError> {
     refuse_keys(
         c,
         "sinks",
         name,
-        "http",
+        kind,
         &platform_keys(&s, &["uri", "encoding", "headers"]),
     )?;
     let Some(uri) = s.uri.take() else {
-        return Err(c.err(&["sinks", name], "an http sink needs `uri`"));
+        return Err(c.err(&["sinks", name], format!("a {kind} sink needs `uri`")));
     };
     let uri = url(c, &["sinks", name, "uri"], &uri)?;
     let encoding = match s.encoding.as_deref() {
@@ -325,13 +350,7 @@ fn http(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<HttpSinkConfig, C
         })?;
     }
     let auth = s.auth.take().unwrap_or_default();
-    refuse_auth_keys(
-        c,
-        name,
-        "http",
-        &auth,
-        &["bearer_token", "bearer_token_file"],
-    )?;
+    refuse_auth_keys(c, name, kind, &auth, &["bearer_token", "bearer_token_file"])?;
     let delivery = delivery(name, &mut s, c)?;
     Ok(HttpSinkConfig {
         uri,

@@ -9,8 +9,9 @@ use super::error::{Checker, ConfigError};
 use super::raw::{RawConfig, RawSource, RawWal};
 use super::sinks::validate_sink;
 use super::{
-    ApiConfig, Auth, Config, FileSourceConfig, HttpSourceConfig, JournaldSourceConfig, LogConfig,
-    ReadFrom, SourceConfig, SyslogMode, SyslogSourceConfig, SyslogTls,
+    ApiConfig, Auth, Config, FileSourceConfig, GaplessSourceConfig, HttpSourceConfig,
+    JournaldSourceConfig, LogConfig, ReadFrom, SourceConfig, SyslogMode, SyslogSourceConfig,
+    SyslogTls,
 };
 
 /// Every problem of the config, not just the first: each section, source and sink is
@@ -236,8 +237,26 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         ("max_connections", s.max_connections.is_some()),
         ("receive_buffer_bytes", s.receive_buffer_bytes.is_some()),
     ];
-    if s.kind != "syslog" {
+    if s.kind != "syslog" && s.kind != "gapless" {
         refuse_keys(c, "sources", name, &s.kind, &syslog_keys)?;
+    }
+    if s.kind != "gapless" {
+        refuse_keys(
+            c,
+            "sources",
+            name,
+            &s.kind,
+            &[("dedup_window", s.dedup_window.is_some())],
+        )?;
+        if s.auth
+            .as_ref()
+            .is_some_and(|a| a.agent_tokens_file.is_some())
+        {
+            return Err(c.err(
+                &["sources", name, "auth", "agent_tokens_file"],
+                format!("applies to a gapless source only, not to type {:?}", s.kind),
+            ));
+        }
     }
     match s.kind.as_str() {
         "file" => {
@@ -330,6 +349,12 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
                 max_body_bytes: s.max_body_bytes.map_or(10 << 20, |b| b.0 as usize),
                 auth: auth.unwrap_or_default(),
             }))
+        }
+        "gapless" => {
+            refuse_keys(c, "sources", name, "gapless", &file_keys)?;
+            refuse_keys(c, "sources", name, "gapless", &syslog_keys[..2])?;
+            refuse_keys(c, "sources", name, "gapless", &syslog_keys[3..])?;
+            validate_gapless(name, s, c).map(SourceConfig::Gapless)
         }
         "journald" => {
             refuse_keys(c, "sources", name, "journald", &http_keys)?;
@@ -526,5 +551,81 @@ fn validate_syslog(
         tls,
         max_connections,
         receive_buffer_bytes: receive_buffer_bytes as usize,
+    })
+}
+
+/// `type = "gapless"`: a relay's intake.
+fn validate_gapless(
+    name: &str,
+    s: RawSource,
+    c: &Checker<'_>,
+) -> Result<GaplessSourceConfig, ConfigError> {
+    let Some(address) = s.address else {
+        return Err(c.err(
+            &["sources", name],
+            "a gapless source needs `address`, like \"0.0.0.0:9443\"",
+        ));
+    };
+    let address = address.parse().map_err(|e| {
+        c.err(
+            &["sources", name, "address"],
+            format!("{address:?} is not an address: {e}"),
+        )
+    })?;
+    let path = s.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        return Err(c.err(&["sources", name, "path"], "must start with /"));
+    }
+    let tls = match s.tls {
+        None => None,
+        Some(t) => {
+            let (Some(cert_file), Some(key_file)) = (t.cert_file, t.key_file) else {
+                return Err(c.err(
+                    &["sources", name, "tls"],
+                    "needs cert_file and key_file (and ca_file to require client certificates)",
+                ));
+            };
+            let tls = SyslogTls {
+                cert_file,
+                key_file,
+                ca_file: t.ca_file,
+            };
+            crate::sources::syslog::server_config(&tls)
+                .map_err(|e| c.err(&["sources", name, "tls", e.key], e.reason))?;
+            Some(tls)
+        }
+    };
+    let auth = s.auth.unwrap_or_default();
+    let client_certs = tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+    if auth.bearer_token.is_none()
+        && auth.bearer_token_file.is_none()
+        && auth.agent_tokens_file.is_none()
+        && !client_certs
+    {
+        return Err(c.err(
+            &["sources", name, "auth"],
+            "a relay takes requests only from authenticated agents: set auth.bearer_token_file (shared by all agents), auth.agent_tokens_file (one token per agent id) or tls.ca_file (client certificates)",
+        ));
+    }
+    let dedup_window = s
+        .dedup_window
+        .map_or(Duration::from_secs(24 * 3600), |d| d.0);
+    if dedup_window < Duration::from_secs(60) {
+        return Err(c.err(
+            &["sources", name, "dedup_window"],
+            "must be at least 1m (an agent may send a batch again minutes later)",
+        ));
+    }
+    Ok(GaplessSourceConfig {
+        address,
+        path,
+        max_body_bytes: s.max_body_bytes.map_or(10 << 20, |b| b.0 as usize),
+        tls,
+        auth: Auth {
+            bearer_token: auth.bearer_token,
+            bearer_token_file: auth.bearer_token_file,
+        },
+        agent_tokens_file: auth.agent_tokens_file,
+        dedup_window,
     })
 }

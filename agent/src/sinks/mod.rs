@@ -4,7 +4,9 @@
 //!
 //! Every uploading sink runs on the one [`delivery`] mechanism; a platform module
 //! ([`http`], [`azure_monitor_logs`], [`splunk_hec`], [`elasticsearch`]) only encodes, limits,
-//! authenticates and reads answers.
+//! authenticates and reads answers. The `gapless` sink (to a relay's `gapless` source,
+//! [`crate::sources::relay`]) is the `http` platform with its wire fixed: NDJSON, seq field
+//! `seq`.
 
 pub mod azure_monitor_logs;
 pub mod batch;
@@ -71,7 +73,8 @@ pub async fn run(ctx: SinkContext, kind: &SinkKind) -> Result<()> {
     let added = kind.added_fields();
     match kind {
         SinkKind::Console => console::run(ctx).await,
-        SinkKind::Http(c) => {
+        // A relay's `gapless` source takes the http sink's request as it is (NDJSON, `seq`).
+        SinkKind::Http(c) | SinkKind::Gapless(c) => {
             let platform = http::Http::new(&ctx.name, (**c).clone())?;
             delivery::run(ctx, &c.delivery, platform, &added).await
         }

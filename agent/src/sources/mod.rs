@@ -7,6 +7,7 @@ pub mod file;
 pub mod heartbeat;
 pub mod http;
 pub mod journald;
+pub mod relay;
 pub mod stdin;
 pub mod syslog;
 

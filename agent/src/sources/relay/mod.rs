@@ -1,0 +1,506 @@
+//! The relay's intake, `type = "gapless"`: batches POSTed by other agents' `gapless`
+//! sinks, stored in this agent's WAL with their origin, and passed on by its own sinks.
+//!
+//! A request is taken only from an authenticated agent ([`identity`]) and answered 200
+//! only once its events are durable here. Each event keeps its origin: it is stored as
+//! `{"origin_agent_id":…,"origin_seq":…, <the agent's fields but its seq>}`, and the agent's
+//! gap records, heartbeats and dead-letter notices keep their top-level `gapless` marker —
+//! the one place where records from outside may carry it (a client of an agent's own http
+//! source never can: the agent moves its `gapless`, `origin_agent_id` and `origin_seq`
+//! under `client_fields`). Events the relay already holds (the agent sent its batch again)
+//! are skipped ([`dedup`]). When a request's `Gapless-Seq-Range` has seqs without an event
+//! (the agent's sink takes only some sources), a record
+//! `{"gapless":"range","origin_agent_id":…,"first_seq":a,"last_seq":b}` is stored after its
+//! events, so that a platform can tell those seqs from lost ones (`gapless verify-stream`
+//! checks each origin agent).
+//!
+//! Answers: 200 `{"accepted":n,"duplicates":d}`; 400 a request that is not a gapless
+//! sink's (headers, a line that is not an object with an integer `seq` inside the range,
+//! seqs not increasing, an event that already carries origin fields); 401 missing or wrong
+//! credentials; 403 an agent id the credentials may not speak for; 413 over
+//! `max_body_bytes`; 503 with `Retry-After` when the WAL or the disk is full.
+
+pub mod dedup;
+pub mod identity;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use gapless_wal::{AppendBatch, Wal};
+use serde_json::json;
+
+use self::dedup::Dedup;
+use self::identity::{AgentTokens, Peer, TlsListener};
+use crate::client_json::{self, ClientObject, Item};
+use crate::config::GaplessSourceConfig;
+use crate::event::{write_json_str, Timestamp};
+use crate::metrics::SourceLabel;
+use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ};
+use crate::sources::SourceContext;
+
+/// The longest agent id taken.
+const MAX_AGENT_ID: usize = 256;
+
+struct Relay {
+    ctx: SourceContext,
+    max_body_bytes: usize,
+    shared_token: Option<String>,
+    agent_tokens: AgentTokens,
+    seen: Dedup,
+    prefix: Vec<u8>,
+}
+
+/// Serves the relay source until shutdown.
+pub async fn run(
+    ctx: SourceContext,
+    config: GaplessSourceConfig,
+    wal: Arc<Wal>,
+) -> crate::Result<()> {
+    let shared_token = config.auth.token().map_err(|e| {
+        crate::Error::io(
+            "read bearer_token_file",
+            config.auth.bearer_token_file.clone().unwrap_or_default(),
+            e,
+        )
+    })?;
+    let seen = {
+        let (dir, name, wal, window) = (
+            ctx.state_dir.clone(),
+            ctx.name.clone(),
+            wal.clone(),
+            config.dedup_window,
+        );
+        tokio::task::spawn_blocking(move || Dedup::load(&dir, &name, &wal, window))
+            .await
+            .map_err(|e| {
+                crate::Error::io("load relay state", &ctx.state_dir, std::io::Error::other(e))
+            })?
+    };
+    let listener = tokio::net::TcpListener::bind(config.address)
+        .await
+        .map_err(|e| crate::Error::io("bind gapless source", config.address.to_string(), e))?;
+    let name = ctx.encoder.source().as_bytes();
+    let name = &name[..name.len().min(255)];
+    let mut prefix = vec![name.len() as u8];
+    prefix.extend_from_slice(name);
+    let relay = Arc::new(Relay {
+        ctx: ctx.clone(),
+        max_body_bytes: config.max_body_bytes,
+        shared_token,
+        agent_tokens: AgentTokens::new(config.agent_tokens_file.clone()),
+        seen,
+        prefix,
+    });
+    // The de-duplication snapshot, about once a second while requests come.
+    let snapshots = {
+        let relay = relay.clone();
+        let wal = wal.clone();
+        tokio::spawn(async move {
+            let mut written = u64::MAX;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let next = wal.next_seq();
+                if next == written {
+                    continue;
+                }
+                match relay.seen.snapshot(&wal).await {
+                    Ok(()) => written = next,
+                    Err(e) => {
+                        tracing::warn!(source = %relay.ctx.name, error = %e, "relay: cannot write the de-duplication snapshot; retrying")
+                    }
+                }
+            }
+        })
+    };
+    let app = Router::new()
+        .route(&config.path, post(ingest))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(relay.clone());
+    let mut shutdown = ctx.clone();
+    let stop = async move { shutdown.stopped().await };
+    tracing::info!(source = ctx.encoder.source(), address = %config.address, tls = config.tls.is_some(), client_certificates = config.tls.as_ref().is_some_and(|t| t.ca_file.is_some()), "gapless (relay) source listening");
+    ctx.mark_started();
+    let served = match &config.tls {
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let mut server = (*crate::sources::syslog::server_config(tls).map_err(|e| {
+                crate::Error::io(
+                    "load relay TLS",
+                    config.address.to_string(),
+                    std::io::Error::other(e.reason),
+                )
+            })?)
+            .clone();
+            server.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let listener = TlsListener::new(listener, acceptor, tls.ca_file.is_some());
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+    snapshots.abort();
+    // What was stored is recorded for the next start.
+    if let Err(e) = relay.seen.snapshot(&wal).await {
+        tracing::warn!(source = %ctx.name, error = %e, "relay: cannot write the de-duplication snapshot at shutdown; the WAL is read back at start instead");
+    }
+    served.map_err(|e| crate::Error::io("serve gapless source", config.address.to_string(), e))
+}
+
+fn answer(status: StatusCode, message: impl Into<String>) -> Response {
+    let msg: String = message.into();
+    let body = if status.is_success() {
+        msg
+    } else {
+        json!({ "error": msg }).to_string()
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A request refused: its status and why.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        answer(self.0, self.1)
+    }
+}
+
+fn busy(reason: &str, retry_after_secs: u32) -> Response {
+    let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, reason.to_string());
+    if let Ok(v) = retry_after_secs.to_string().parse() {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+async fn ingest(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let resp = match body {
+        Ok(body) => ingest_inner(&relay, &peer, &headers, body).await,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body exceeds max_body_bytes ({} bytes)",
+                relay.max_body_bytes
+            ),
+        ),
+        Err(e) => answer(e.status(), e.body_text()),
+    };
+    if !resp.status().is_success() {
+        relay
+            .ctx
+            .metrics
+            .source_rejected
+            .get_or_create(&SourceLabel {
+                source: relay.ctx.encoder.source().to_string(),
+            })
+            .inc();
+        tracing::debug!(source = %relay.ctx.name, peer = %peer.addr, status = resp.status().as_u16(), "relay: request refused");
+    }
+    resp
+}
+
+/// Which agent ids a request may speak for: `None` any; `Some(ids)` those. `Err`: the
+/// answer refusing it.
+fn speaker(
+    relay: &Relay,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<Option<Vec<String>>, Refusal> {
+    let mut allowed: Option<Vec<String>> = peer.cert_names.as_ref().map(|n| n.to_vec());
+    if relay.shared_token.is_some() || relay.agent_tokens.configured() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(given) = given else {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token".into(),
+            ));
+        };
+        if relay.shared_token.as_deref() == Some(given) {
+            // A shared token binds no agent id.
+        } else if let Some(agent) = relay.agent_tokens.agent_of(given) {
+            allowed = Some(match allowed {
+                Some(names) => names.into_iter().filter(|n| *n == agent).collect(),
+                None => vec![agent],
+            });
+        } else {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "wrong bearer token".into(),
+            ));
+        }
+    }
+    Ok(allowed)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Bytes) -> Response {
+    let allowed = match speaker(relay, peer, headers) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let Some(agent) = header_str(headers, "gapless-agent-id").filter(|a| !a.is_empty()) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "missing Gapless-Agent-Id: a relay takes the requests of a `gapless` sink",
+        );
+    };
+    if agent.len() > MAX_AGENT_ID || agent.chars().any(char::is_control) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Gapless-Agent-Id must be at most {MAX_AGENT_ID} bytes without control characters"
+            ),
+        );
+    }
+    if let Some(allowed) = &allowed {
+        if !allowed.iter().any(|a| a == agent) {
+            let names = if allowed.is_empty() {
+                "no agent id".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return answer(
+                StatusCode::FORBIDDEN,
+                format!("these credentials speak for {names}, not for agent {agent:?}"),
+            );
+        }
+    }
+    let range = header_str(headers, "gapless-seq-range")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .filter(|(a, b)| a <= b);
+    let Some((first, last)) = range else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Gapless-Seq-Range (\"<first>-<last>\")",
+        );
+    };
+    let body = match decode(relay, headers, body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!("body is not UTF-8 at byte {}", e.valid_up_to()),
+            )
+        }
+    };
+    // Parse and check every line before anything is stored.
+    let mut events: Vec<(u64, ClientObject<'_>)> = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = i + 1;
+        let object = match client_json::parse_item(line) {
+            Ok(Item::Object(o)) => o,
+            Ok(_) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("line {at}: not a JSON object"),
+                )
+            }
+            Err(e) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("line {at}: invalid JSON: {e}"),
+                )
+            }
+        };
+        let Some(seq) = object.get("seq").and_then(|v| v.get().parse::<u64>().ok()) else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!("line {at}: no integer top-level \"seq\""),
+            );
+        };
+        if seq < first || seq > last {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!("line {at}: seq {seq} outside Gapless-Seq-Range {first}-{last}"),
+            );
+        }
+        if events.last().is_some_and(|(prev, _)| *prev >= seq) {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!("line {at}: seq {seq} does not follow the line before"),
+            );
+        }
+        if object.get(ORIGIN_AGENT_ID).is_some() || object.get(ORIGIN_SEQ).is_some() {
+            return answer(StatusCode::BAD_REQUEST, format!("line {at}: an event already carrying {ORIGIN_AGENT_ID}/{ORIGIN_SEQ} (an event relayed twice); one relay hop is supported"));
+        }
+        events.push((seq, object));
+    }
+    let lines = events.len() as u64;
+
+    let _shared = relay.seen.gate.read().await;
+    let state = relay.seen.agent(agent);
+    let mut seen = state.lock().await;
+    Dedup::touch(&mut seen);
+    let mut batch =
+        AppendBatch::with_capacity(events.len() + 1, body.len() + events.len() * 64 + 256);
+    let mut fresh = Vec::with_capacity(events.len());
+    let mut agent_json = Vec::with_capacity(agent.len() + 2);
+    write_json_str(&mut agent_json, agent);
+    for (seq, object) in &events {
+        if seen.contains(*seq) {
+            continue;
+        }
+        fresh.push(*seq);
+        batch.push_with(|buf| write_relayed(buf, &relay.prefix, &agent_json, *seq, object));
+    }
+    let duplicates = lines - fresh.len() as u64;
+    if lines < last - first + 1 {
+        // After the events: stored only if they are.
+        let ts = Timestamp::now();
+        batch.push_with(|buf| {
+            buf.extend_from_slice(&relay.prefix);
+            buf.extend_from_slice(
+                format!("{{\"{GAPLESS}\":\"range\",\"{ORIGIN_AGENT_ID}\":").as_bytes(),
+            );
+            buf.extend_from_slice(&agent_json);
+            buf.extend_from_slice(
+                format!(
+                    ",\"first_seq\":{first},\"last_seq\":{last},\"timestamp\":\"{}\"}}",
+                    ts.as_str()
+                )
+                .as_bytes(),
+            );
+        });
+    }
+    if batch.is_empty() {
+        return answer(
+            StatusCode::OK,
+            json!({"accepted": 0, "duplicates": duplicates}).to_string(),
+        );
+    }
+    let records = batch.len() as u64;
+    let bytes = batch.payload_bytes() as u64;
+    match relay.ctx.appender.try_append(batch).await {
+        Ok(range) => {
+            for seq in &fresh {
+                seen.insert(*seq);
+            }
+            relay
+                .ctx
+                .metrics
+                .source_appended(relay.ctx.encoder.source(), records, bytes);
+            answer(
+                StatusCode::OK,
+                json!({"accepted": fresh.len(), "duplicates": duplicates, "first_seq": range.first, "last_seq": range.last}).to_string(),
+            )
+        }
+        Err(e @ (gapless_wal::Error::Full { .. } | gapless_wal::Error::DroppedNewest { .. })) => {
+            busy(&e.to_string(), 1)
+        }
+        Err(e @ gapless_wal::Error::DiskFull { .. }) => busy(&e.to_string(), 5),
+        Err(e @ gapless_wal::Error::RecordTooLarge { .. }) => {
+            answer(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        Err(e @ gapless_wal::Error::Closed) => busy(&e.to_string(), 5),
+        Err(e) => {
+            tracing::error!(source = %relay.ctx.name, error = %e, "relay: append failed");
+            answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the events could not be stored; retry",
+            )
+        }
+    }
+}
+
+/// The body, gunzipped when it says so, within `max_body_bytes`.
+fn decode(relay: &Relay, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
+    let encoding = header_str(headers, header::CONTENT_ENCODING.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "gzip" => {
+            let mut out = Vec::new();
+            let limit = relay.max_body_bytes as u64 + 1;
+            match flate2::read::MultiGzDecoder::new(&body[..])
+                .take(limit)
+                .read_to_end(&mut out)
+            {
+                Ok(_) if out.len() as u64 >= limit => Err(Refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "decompressed body exceeds max_body_bytes ({} bytes)",
+                        relay.max_body_bytes
+                    ),
+                )),
+                Ok(_) => Ok(out),
+                Err(e) => Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid gzip: {e}"),
+                )),
+            }
+        }
+        other => Err(Refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {other:?} (use gzip or none)"),
+        )),
+    }
+}
+
+/// One relayed event's WAL payload: the source prefix, then
+/// `{"origin_agent_id":<id>,"origin_seq":<seq>, <the agent's fields but its seq>}`.
+fn write_relayed(
+    buf: &mut Vec<u8>,
+    prefix: &[u8],
+    agent_json: &[u8],
+    seq: u64,
+    object: &ClientObject<'_>,
+) {
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(b"{\"");
+    buf.extend_from_slice(ORIGIN_AGENT_ID.as_bytes());
+    buf.extend_from_slice(b"\":");
+    buf.extend_from_slice(agent_json);
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(ORIGIN_SEQ.as_bytes());
+    buf.extend_from_slice(b"\":");
+    buf.extend_from_slice(seq.to_string().as_bytes());
+    let mut skipped_seq = false;
+    for (name, key, value) in object.entries() {
+        if !skipped_seq && name.as_deref() == Some("seq") {
+            skipped_seq = true;
+            continue;
+        }
+        buf.push(b',');
+        buf.extend_from_slice(key.get().as_bytes());
+        buf.push(b':');
+        buf.extend_from_slice(value.get().as_bytes());
+    }
+    buf.push(b'}');
+}
