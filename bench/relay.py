@@ -30,6 +30,7 @@ runs another gapless binary as the relay (and the real agents).
 """
 import argparse, gzip, http.client, os, shutil, signal, subprocess, sys, tempfile, threading, time, urllib.request
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import ROOT, count, free_port, metric, proc_stats, wal_bytes  # noqa: E402
 

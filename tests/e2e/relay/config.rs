@@ -114,3 +114,24 @@ fn a_gapless_sink_refuses_another_seq_field_encoding_or_headers() {
         assert_refused(dir.path(), &text, key);
     }
 }
+
+#[test]
+fn a_gapless_source_refuses_keys_of_other_source_types() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, key) in [
+        (
+            "max_message_bytes = \"64KiB\"",
+            "sources.agents.max_message_bytes",
+        ),
+        ("mode = \"tcp\"", "sources.agents.mode"),
+        ("max_connections = 10", "sources.agents.max_connections"),
+        ("interval = \"1s\"", "sources.agents.interval"),
+    ] {
+        let text = relay_config(
+            dir.path(),
+            &format!("{extra}\n{}", shared_token("t")),
+            &shared_token("t"),
+        );
+        assert_refused(dir.path(), &text, key);
+    }
+}

@@ -187,3 +187,79 @@ async fn events_the_relay_answered_200_survive_a_kill_9_right_after_the_answer()
     assert_eq!(by_origin["durable"].holes(next - 1), vec![]);
     assert!(by_origin["durable"].stored_twice().is_empty());
 }
+
+// Not a crash: the relay's WAL fills while the platform is down. The relay must push back
+// (503 with Retry-After) rather than drop, and a real agent behind it must lose nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_relay_wal_answers_503_with_retry_after_and_agents_lose_nothing() {
+    let platform = Receiver::start(Mode::Status(503)).await;
+    let port = free_port();
+    let _relay = Agent::builder()
+        .listening_on(port)
+        .config(&format!(
+            "[wal]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"64KiB\"\nwhen_full = \"block\"\n{}{}",
+            crate::harness::relay::gapless_source("agents", port, &shared_token(TOKEN)),
+            crate::harness::snippets::http_sink(&platform.url(), &["agents"], 200, "")
+        ))
+        .start()
+        .await;
+    let client = RelayClient::new(port).with_token(TOKEN);
+    let mut next = 1;
+    let refused = loop {
+        let answer = client.post_range("raw", "full", next, 200).await;
+        if answer.status != 200 {
+            break answer;
+        }
+        next += 200;
+        assert!(next < 20_000, "the relay's 1 MiB WAL took {next} events");
+    };
+    assert_answer("a request to a relay whose WAL is full", &refused, 503);
+    assert!(
+        refused.retry_after.is_some(),
+        "503 without Retry-After: {refused:?}"
+    );
+
+    // A real agent meets the full relay too.
+    let builder = Agent::builder().top(&agent_id("behind-full"));
+    let logs = builder.path("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let _origin = builder
+        .config(&format!(
+            "{}{}",
+            file_source("app", &logs.join("*.log"), ""),
+            gapless_sink(
+                "relay",
+                &relay_uri(port),
+                &["app"],
+                100,
+                &shared_token(TOKEN)
+            )
+        ))
+        .start()
+        .await;
+    let lines = numbered_lines("behind a full relay", 0, 1_000);
+    LogFile::create(&logs.join("app.log")).append(&lines);
+    platform
+        .wait_for_request("was answered 503", SHORT, |r| {
+            r.outcome == Outcome::Answered(503)
+        })
+        .await;
+    platform.set_mode(Mode::Ok);
+    let answer = loop {
+        let answer = client.post_range("raw", "full", next, 200).await;
+        if answer.status == 200 {
+            break answer;
+        }
+        assert_answer("the refused request again", &answer, 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_answer("the refused request once the relay drained", &answer, 200);
+    let mut expected = origin_messages("full", 1, next + 199);
+    expected.extend(lines);
+    platform.wait_for_lines(&expected, DELIVERY).await;
+    let by_origin = origins(&platform.events());
+    assert_eq!(by_origin["raw"].holes(next + 199), vec![]);
+    let behind = &by_origin["behind-full"];
+    assert_eq!(behind.holes(behind.last()), vec![]);
+    assert!(behind.gaps.is_empty(), "gap records: {:?}", behind.gaps);
+}
