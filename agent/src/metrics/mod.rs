@@ -159,6 +159,11 @@ pub struct Metrics {
     pub source_bytes: Family<SourceLabel, Counter>,
     /// `gapless_source_rejected_requests_total` (http source 4xx/5xx answers).
     pub source_rejected: Family<SourceLabel, Counter>,
+    /// `gapless_source_relay_duplicate_events_total` (gapless sources: events an agent sent
+    /// again that the relay already held, and skipped).
+    pub source_relay_duplicates: Family<SourceLabel, Counter>,
+    /// `gapless_source_relay_agents` (gapless sources: agents whose seqs the relay remembers).
+    pub source_relay_agents: Family<SourceLabel, Gauge>,
     /// `gapless_source_open_files` (file sources: followed files holding a descriptor).
     pub source_open_files: Family<SourceLabel, Gauge>,
     /// `gapless_source_waiting_files` (file sources: files waiting for a descriptor).
@@ -260,6 +265,16 @@ impl Metrics {
             source_rejected: reg!(
                 "source_rejected_requests",
                 "Requests a source refused (4xx/5xx)",
+                Family::default()
+            ),
+            source_relay_duplicates: reg!(
+                "source_relay_duplicate_events",
+                "Events an agent sent again that the relay already held (skipped), per gapless source",
+                Family::default()
+            ),
+            source_relay_agents: reg!(
+                "source_relay_agents",
+                "Agents whose seqs the relay remembers for de-duplication, per gapless source",
                 Family::default()
             ),
             source_open_files: reg!(

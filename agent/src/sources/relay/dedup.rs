@@ -162,8 +162,8 @@ impl Dedup {
     }
 
     /// Writes the snapshot: forgets agents past the window (and beyond [`MAX_AGENTS`]),
-    /// then records what is held up to the WAL's next seq.
-    pub async fn snapshot(&self, wal: &Wal) -> std::io::Result<()> {
+    /// then records what is held up to the WAL's next seq. Returns how many agents it holds.
+    pub async fn snapshot(&self, wal: &Wal) -> std::io::Result<usize> {
         let _alone = self.gate.write().await;
         let wal_next = wal.next_seq();
         let entries: Vec<(String, Arc<tokio::sync::Mutex<AgentSeen>>)> = {
@@ -190,11 +190,13 @@ impl Dedup {
             snapshot.agents.insert(k, v.lock().await.clone());
         }
         drop(_alone);
+        let agents = snapshot.agents.len();
         let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || crate::durable::write_atomic(&path, &bytes))
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)??;
+        Ok(agents)
     }
 }
 

@@ -111,7 +111,15 @@ pub async fn run(
                     continue;
                 }
                 match relay.seen.snapshot(&wal).await {
-                    Ok(()) => written = next,
+                    Ok(agents) => {
+                        written = next;
+                        relay
+                            .ctx
+                            .metrics
+                            .source_relay_agents
+                            .get_or_create(&relay.label())
+                            .set(agents as i64);
+                    }
                     Err(e) => {
                         tracing::warn!(source = %relay.ctx.name, error = %e, "relay: cannot write the de-duplication snapshot; retrying")
                     }
@@ -156,6 +164,24 @@ pub async fn run(
         tracing::warn!(source = %ctx.name, error = %e, "relay: cannot write the de-duplication snapshot at shutdown; the WAL is read back at start instead");
     }
     served.map_err(|e| crate::Error::io("serve gapless source", config.address.to_string(), e))
+}
+
+impl Relay {
+    fn label(&self) -> SourceLabel {
+        SourceLabel {
+            source: self.ctx.encoder.source().to_string(),
+        }
+    }
+
+    fn count_duplicates(&self, n: u64) {
+        if n > 0 {
+            self.ctx
+                .metrics
+                .source_relay_duplicates
+                .get_or_create(&self.label())
+                .inc_by(n);
+        }
+    }
 }
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
@@ -399,6 +425,7 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
         });
     }
     if batch.is_empty() {
+        relay.count_duplicates(duplicates);
         return answer(
             StatusCode::OK,
             json!({"accepted": 0, "duplicates": duplicates}).to_string(),
@@ -415,6 +442,7 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
                 .ctx
                 .metrics
                 .source_appended(relay.ctx.encoder.source(), records, bytes);
+            relay.count_duplicates(duplicates);
             answer(
                 StatusCode::OK,
                 json!({"accepted": fresh.len(), "duplicates": duplicates, "first_seq": range.first, "last_seq": range.last}).to_string(),
