@@ -1,0 +1,129 @@
+//! What arrives and how: one message per event, in order, under its `Nats-Msg-Id`, with
+//! the agent id and the seq; records the sink's `inputs` skip show up as seqs between a
+//! message's `Gapless-Prev-Seq` and its own; no stream for the subject is an alarm naming
+//! it, and the backlog arrives once the stream exists; bad configs are refused.
+
+use std::ffi::OsStr;
+
+use super::*;
+use crate::harness::agent::run_command;
+use crate::harness::nats::NatsServer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_is_one_message_in_order_under_its_msg_id_with_the_agent_id_and_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
+    let s = start(&nats.url(), 10).await;
+    let lines = numbered_lines("nats once", 0, 50);
+    s.ingest.post_ok(&lines).await;
+    let stored = wait_for_stream(&nats.url(), &s.agent_id, lines.len()).await;
+    assert_stored_once(&stored, &lines);
+    // Stream order is seq order: batches are published one after the other.
+    let seqs: Vec<u64> = stored.iter().map(|m| m.event["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        stored.iter().map(|m| m.stream_seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+    for m in &stored {
+        assert_eq!(m.event["agent_id"], s.agent_id.as_str(), "{}", m.event);
+        assert_eq!(m.event["source"], "in", "{}", m.event);
+    }
+    wait_for_status(&s.agent, "every event delivered", |st| {
+        st["sinks"]["bus"]["backlog_events"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seqs_the_inputs_skip_lie_between_a_messages_prev_seq_and_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
+    let other = free_port();
+    let s = start_with(&http_source("other", other, ""), &sink(&nats.url(), 7, "")).await;
+    let skipped = Ingest::new(other);
+    let mut lines = Vec::new();
+    for round in 0..5 {
+        let ours = numbered_lines(&format!("nats in {round}"), 0, 6);
+        s.ingest.post_ok(&ours).await;
+        lines.extend(ours);
+        skipped
+            .post_ok(&numbered_lines(&format!("nats other {round}"), 0, 3))
+            .await;
+    }
+    let stored = wait_for_stream(&nats.url(), &s.agent_id, lines.len()).await;
+    let events: Vec<Value> = stored.iter().map(|m| m.event.clone()).collect();
+    check_delivery(&lines, &events).assert_exactly_once();
+    // Each message accounts for the seqs from after its prev seq to its own: together,
+    // every seq from 1 on, once, with the skipped ones inside the accounts.
+    let mut next = 1;
+    let mut gaps = 0;
+    for m in &stored {
+        let seq = m.event["seq"].as_u64().unwrap();
+        assert_eq!(m.prev_seq + 1, next, "message {seq} does not follow on");
+        gaps += seq - next;
+        next = seq + 1;
+    }
+    assert_eq!(gaps, 12, "the other source's records before the last of ours");
+}
+
+// A stream for the subject is an operator's job: until it exists, the sink says so in
+// /health/delivery and /status, naming the subject, and keeps every event.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_stream_the_alarm_names_the_subject_and_the_backlog_arrives_once_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let s = start_with("", &sink(&nats.url(), 10, "alert_after = \"1s\"")).await;
+    let lines = numbered_lines("nats no stream", 0, 30);
+    s.ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        s.agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let status = s.agent.status_json().await;
+    let bus = &status["sinks"]["bus"];
+    assert!(
+        bus["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("{SUBJECT:?}")) && e.contains("no JetStream stream")),
+        "{bus:#}"
+    );
+    assert_eq!(bus["backlog_events"], 30, "{bus:#}");
+    assert!(
+        s.agent.stderr_text().contains(SUBJECT),
+        "the error log names the subject: {}",
+        s.agent.stderr_tail()
+    );
+    create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
+    let stored = wait_for_stream(&nats.url(), &s.agent_id, lines.len()).await;
+    assert_stored_once(&stored, &lines);
+    wait_until(SHORT, "/health/delivery answering 200 again", async || {
+        s.agent.api_get("/health/delivery").await.0 == 200
+    })
+    .await;
+}
+
+#[test]
+fn a_bad_url_or_a_wildcard_subject_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, subject, key) in [
+        ("http://127.0.0.1:4222", SUBJECT, "sinks.bus.url"),
+        ("nats://127.0.0.1:4222", "logs.*", "sinks.bus.subject"),
+    ] {
+        let path = dir.path().join("gapless.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = {}\n[sources.in]\ntype = \"stdin\"\n[sinks.bus]\ntype = \"nats\"\nurl = \"{url}\"\nsubject = \"{subject}\"\n",
+                toml_path(dir.path())
+            ),
+        )
+        .unwrap();
+        let (status, _, stderr) =
+            run_command(&[OsStr::new("validate"), OsStr::new("--config"), path.as_os_str()]);
+        assert!(!status.success(), "{url} {subject} validated");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
