@@ -235,29 +235,43 @@ pub struct Stored {
 }
 
 /// Every message of stream `name`, in stream order, read with an ephemeral consumer
-/// that acknowledges nothing.
+/// that acknowledges nothing; tried again while the cluster cannot place one (a node just
+/// died, a leader is being elected).
 pub async fn read_stream(url: &str, name: &str) -> Vec<Stored> {
-    let js = connect(url).await.expect("connect to read the stream");
-    let mut s = js.get_stream(name).await.expect("the stream exists");
-    let total = s.info().await.expect("stream info").state.messages as usize;
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        match try_read_stream(url, name).await {
+            Ok(stored) => return stored,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading stream {name} again: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot read stream {name} from {url}: {e}"),
+        }
+    }
+}
+
+async fn try_read_stream(url: &str, name: &str) -> Result<Vec<Stored>, String> {
+    let js = connect(url).await?;
+    let mut s = js.get_stream(name).await.map_err(|e| e.to_string())?;
+    let total = s.info().await.map_err(|e| e.to_string())?.state.messages as usize;
     let c = s
         .create_consumer(consumer::pull::Config {
             ack_policy: consumer::AckPolicy::None,
             deliver_policy: consumer::DeliverPolicy::All,
+            inactive_threshold: Duration::from_secs(5),
             ..Default::default()
         })
         .await
-        .expect("an ephemeral consumer");
-    let mut messages = c.messages().await.expect("the consumer's messages");
+        .map_err(|e| format!("an ephemeral consumer: {e}"))?;
+    let mut messages = c.messages().await.map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(total);
-    let deadline = Instant::now() + DELIVERY;
     while out.len() < total {
-        assert!(Instant::now() < deadline, "read {} of {total} messages", out.len());
         let Ok(Some(m)) = tokio::time::timeout(SHORT, messages.next()).await else {
-            panic!("the consumer stopped after {} of {total} messages", out.len());
+            return Err(format!("the consumer stopped after {} of {total} messages", out.len()));
         };
-        let m = m.expect("a message");
-        let info = m.info().expect("a JetStream message").stream_sequence;
+        let m = m.map_err(|e| e.to_string())?;
+        let stream_seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
         let header = |k: &str| {
             m.headers
                 .as_ref()
@@ -266,7 +280,7 @@ pub async fn read_stream(url: &str, name: &str) -> Vec<Stored> {
                 .unwrap_or_default()
         };
         out.push(Stored {
-            stream_seq: info,
+            stream_seq,
             msg_id: header("Nats-Msg-Id"),
             agent_id: header("Gapless-Agent-Id"),
             prev_seq: header("Gapless-Prev-Seq").parse().unwrap_or(u64::MAX),
@@ -275,5 +289,5 @@ pub async fn read_stream(url: &str, name: &str) -> Vec<Stored> {
             }),
         });
     }
-    out
+    Ok(out)
 }

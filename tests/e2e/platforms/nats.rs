@@ -98,9 +98,3 @@ fn assert_stored_once(stored: &[Stored], lines: &[String]) {
     let events: Vec<Value> = stored.iter().map(|m| m.event.clone()).collect();
     check_delivery(lines, &events).assert_exactly_once();
 }
-
-/// A pause that differs from kill to kill (the schedule of the faults, not a
-/// synchronisation).
-fn pause(k: usize) -> Duration {
-    Duration::from_millis(60 + (k as u64 * 53) % 200)
-}

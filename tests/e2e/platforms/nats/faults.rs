@@ -14,16 +14,23 @@ async fn kill_9_of_the_agent_mid_stream_leaves_every_seq_in_the_stream_once() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path()).await;
     create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
-    let mut s = start(&nats.url(), 50).await;
-    let lines = numbered_lines("nats kill9", 0, 6000);
+    let mut s = start(&nats.url(), 20).await;
+    let lines = numbered_lines("nats kill9", 0, 10_000);
     s.ingest.post_ok(&lines).await;
+    let total = lines.len() as u64;
     for kill in 0..KILLS {
-        let stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
-        if stored >= lines.len() as u64 {
+        // Once the stream has passed the next mark: kills spread over the whole stream.
+        let mark = (kill as u64 + 1) * total / (KILLS as u64 + 1);
+        let mut stored = 0;
+        wait_until(DELIVERY, format!("{mark} messages in the stream"), async || {
+            stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
+            stored >= mark
+        })
+        .await;
+        if stored >= total {
             eprintln!("kill {kill}: everything is stored already; no more kills");
             break;
         }
-        tokio::time::sleep(pause(kill)).await;
         s.agent.kill9();
         eprintln!("kill {kill}: {stored} messages in the stream");
         s.agent.restart().await;
@@ -48,18 +55,19 @@ async fn a_server_killed_and_restarted_on_its_store_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsServer::start(dir.path()).await;
     create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
-    let s = start(&nats.url(), 50).await;
-    let lines = numbered_lines("nats restart", 0, 4000);
+    let s = start(&nats.url(), 20).await;
+    let lines = numbered_lines("nats restart", 0, 6000);
     s.ingest.post_ok(&lines).await;
-    for round in 0..2 {
-        wait_until(DELIVERY, "some messages in the stream", async || {
-            stream_messages(&nats.url(), STREAM)
-                .await
-                .is_some_and(|m| m > 0)
+    for round in 1..=2u64 {
+        let mark = round * lines.len() as u64 / 3;
+        let mut stored = 0;
+        wait_until(DELIVERY, format!("{mark} messages in the stream"), async || {
+            stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
+            stored >= mark
         })
         .await;
-        tokio::time::sleep(pause(round)).await;
         nats.kill9();
+        eprintln!("server killed at {stored} messages");
         tokio::time::sleep(Duration::from_millis(300)).await;
         nats.restart().await;
     }
