@@ -1,5 +1,5 @@
 //! `nats`: a NATS JetStream stream, through the official `async-nats` client, after the
-//! JetStream documentation ("Publishing", "Message Deduplication") and ADR-1's PubAck.
+//! JetStream documentation (publishing with acknowledgements, message de-duplication).
 //! The platform sends its requests itself ([`Platform::publish`]); batching, retry,
 //! per-item resend, dead letters, health and the cursor are the delivery mechanism's.
 //!
