@@ -8,8 +8,9 @@
 //!   object as the `http` sink writes it — its seq included — with `agent_id` first
 //!   (heartbeats carry it themselves). Gap records and dead-letter notices are messages too.
 //! - Headers: `Nats-Msg-Id: <agent id>-<seq>` (a replayed dead letter:
-//!   `<agent id>-<seq>-replay`), `Gapless-Agent-Id`, and `Gapless-Prev-Seq`: the seq of the
-//!   item before it in its batch, or the batch's first seq - 1 ([`Outgoing::prev_seq`]).
+//!   `<agent id>-<seq>-replay`, with `Gapless-Replay: dead-letter`), `Gapless-Agent-Id`, and
+//!   `Gapless-Prev-Seq`: the seq of the item before it in its batch, or the batch's first
+//!   seq - 1 ([`Outgoing::prev_seq`]).
 //!   Seqs strictly between the two were skipped by the sink's `inputs`: a consumer tells
 //!   skips from loss.
 //! - Pipelined: every message of a request is published before any acknowledgement is
@@ -32,7 +33,9 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, publish::PublishAck};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::VecDeque;
+
+use tokio::time::Instant;
 
 use crate::config::NatsConfig;
 use crate::error::Result;
@@ -45,6 +48,7 @@ use crate::sinks::delivery::{
 const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 const AGENT_HEADER: HeaderName = HeaderName::from_static("Gapless-Agent-Id");
 const PREV_SEQ: HeaderName = HeaderName::from_static("Gapless-Prev-Seq");
+const REPLAY: HeaderName = HeaderName::from_static("Gapless-Replay");
 
 /// The platform of one `nats` sink.
 pub struct Nats {
@@ -52,6 +56,8 @@ pub struct Nats {
     cfg: NatsConfig,
     /// `"agent_id":"…"`, spliced into every event object.
     agent_head: Vec<u8>,
+    /// `cfg.subject`, shared by every message (a clone is a reference count).
+    subject: async_nats::Subject,
     /// The client's JetStream context, once connected.
     context: tokio::sync::Mutex<Option<jetstream::Context>>,
 }
@@ -67,6 +73,7 @@ impl Nats {
             name: name.to_string(),
             cfg: cfg.clone(),
             agent_head,
+            subject: async_nats::Subject::from(cfg.subject.as_str()),
             context: tokio::sync::Mutex::new(None),
         })
     }
@@ -113,7 +120,9 @@ impl Nats {
         let suffix = if outgoing.replay { "-replay" } else { "" };
         let depth = connect::pipeline_depth(&self.cfg);
         let mut got: Vec<Option<Got>> = vec![None; payloads.len()];
-        let mut pending = FuturesOrdered::new();
+        // PubAcks come back in publish order (one stream): awaiting them one after the
+        // other costs one poll each, where a set of futures would be woken for each.
+        let mut pending: VecDeque<(usize, PublishAckFuture)> = VecDeque::new();
         let mut failed: Option<Got> = None;
         for (i, payload) in payloads.into_iter().enumerate() {
             if let Some(f) = &failed {
@@ -121,8 +130,9 @@ impl Nats {
                 continue;
             }
             if pending.len() >= depth {
-                if let Some((j, ack)) = pending.next().await {
-                    got[j] = Some(self.read_ack(ack));
+                if let Some((j, ack)) = pending.pop_front() {
+                    let deadline = Instant::now() + self.cfg.delivery.request_timeout;
+                    got[j] = Some(self.read_ack(ack_by(ack, deadline).await));
                 }
             }
             let seq = outgoing.seqs[i];
@@ -133,12 +143,14 @@ impl Nats {
             );
             headers.insert(AGENT_HEADER, agent.clone());
             headers.insert(PREV_SEQ, outgoing.prev_seq(i).to_string().as_str());
-            let subject = self.cfg.subject.clone();
+            if outgoing.replay {
+                headers.insert(REPLAY, "dead-letter");
+            }
             match context
-                .publish_with_headers(subject, headers, payload)
+                .publish_with_headers(self.subject.clone(), headers, payload)
                 .await
             {
-                Ok(ack) => pending.push_back(ack_of(i, ack)),
+                Ok(ack) => pending.push_back((i, ack)),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     got[i] = Some(Got::Rejected(Rejection {
                         status: 413,
@@ -154,8 +166,11 @@ impl Nats {
                 }
             }
         }
-        while let Some((j, ack)) = pending.next().await {
-            got[j] = Some(self.read_ack(ack));
+        // One deadline for them all: once it has passed, an ack not yet in is not waited
+        // for again, message after message.
+        let deadline = Instant::now() + self.cfg.delivery.request_timeout;
+        for (j, ack) in pending {
+            got[j] = Some(self.read_ack(ack_by(ack, deadline).await));
         }
         answer(got.into_iter().flatten().collect())
     }
@@ -197,12 +212,14 @@ impl Nats {
 
 type PublishError = async_nats::jetstream::context::PublishError;
 
-/// Awaits one acknowledgement, with the index of its message.
-async fn ack_of(
-    i: usize,
+/// One acknowledgement, if it is in by `deadline` (one already in is taken even after it).
+async fn ack_by(
     ack: PublishAckFuture,
-) -> (usize, std::result::Result<PublishAck, PublishError>) {
-    (i, ack.await)
+    deadline: Instant,
+) -> std::result::Result<PublishAck, PublishError> {
+    tokio::time::timeout_at(deadline, std::future::IntoFuture::into_future(ack))
+        .await
+        .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut)))
 }
 
 /// The word on one message.
