@@ -659,7 +659,9 @@ fn nats_subject(subject: &str) -> Result<(), String> {
         ));
     }
     if subject.split('.').any(str::is_empty) {
-        return Err(format!("{subject:?} has an empty token (a leading, trailing or double dot)"));
+        return Err(format!(
+            "{subject:?} has an empty token (a leading, trailing or double dot)"
+        ));
     }
     Ok(())
 }
@@ -695,7 +697,10 @@ fn nats(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<NatsConfig, Confi
             "a nats sink publishes one event per message, uncompressed: leave `compression` out (or \"none\")",
         ));
     }
-    if s.tls.as_ref().is_some_and(|t| t.insecure_skip_verify == Some(true)) {
+    if s.tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify == Some(true))
+    {
         return Err(c.err(
             &["sinks", name, "tls", "insecure_skip_verify"],
             "is not available for a nats sink: give the server's CA in `tls.ca_file`",

@@ -171,7 +171,13 @@ impl NatsCluster {
 
 /// A stream `name` taking `subject`: file storage, `replicas`, and a duplicate window of
 /// `window`. Tried again until the server (or the cluster's meta leader) takes it.
-pub async fn create_stream(url: &str, name: &str, subject: &str, replicas: usize, window: Duration) {
+pub async fn create_stream(
+    url: &str,
+    name: &str,
+    subject: &str,
+    replicas: usize,
+    window: Duration,
+) {
     let config = stream::Config {
         name: name.to_string(),
         subjects: vec![subject.to_string()],
@@ -213,9 +219,11 @@ pub async fn stream_messages(url: &str, name: &str) -> Option<u64> {
 
 /// Waits until stream `name` holds at least `n` messages.
 pub async fn wait_for_messages(url: &str, name: &str, n: u64) {
-    wait_until(DELIVERY, format!("{n} messages in stream {name}"), async || {
-        stream_messages(url, name).await.is_some_and(|m| m >= n)
-    })
+    wait_until(
+        DELIVERY,
+        format!("{n} messages in stream {name}"),
+        async || stream_messages(url, name).await.is_some_and(|m| m >= n),
+    )
     .await;
 }
 
@@ -268,7 +276,10 @@ async fn try_read_stream(url: &str, name: &str) -> Result<Vec<Stored>, String> {
     let mut out = Vec::with_capacity(total);
     while out.len() < total {
         let Ok(Some(m)) = tokio::time::timeout(SHORT, messages.next()).await else {
-            return Err(format!("the consumer stopped after {} of {total} messages", out.len()));
+            return Err(format!(
+                "the consumer stopped after {} of {total} messages",
+                out.len()
+            ));
         };
         let m = m.map_err(|e| e.to_string())?;
         let stream_seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
@@ -284,9 +295,8 @@ async fn try_read_stream(url: &str, name: &str) -> Result<Vec<Stored>, String> {
             msg_id: header("Nats-Msg-Id"),
             agent_id: header("Gapless-Agent-Id"),
             prev_seq: header("Gapless-Prev-Seq").parse().unwrap_or(u64::MAX),
-            event: serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
-                panic!("a payload that is not JSON ({e}): {:?}", m.payload)
-            }),
+            event: serde_json::from_slice(&m.payload)
+                .unwrap_or_else(|e| panic!("a payload that is not JSON ({e}): {:?}", m.payload)),
         });
     }
     Ok(out)

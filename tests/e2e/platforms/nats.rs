@@ -51,7 +51,10 @@ async fn start_with(sources: &str, sink_text: &str) -> Setup {
     let port = free_port();
     let agent = Agent::builder()
         .listening_on(port)
-        .config(&format!("{}{sources}{sink_text}", http_source("in", port, "")))
+        .config(&format!(
+            "{}{sources}{sink_text}",
+            http_source("in", port, "")
+        ))
         .start()
         .await;
     let agent_id = agent.status_json().await["agent_id"]
@@ -89,11 +92,19 @@ async fn wait_for_stream(url: &str, agent_id: &str, n: usize) -> Vec<Stored> {
 /// Asserts that `lines` are in the stream exactly once, as seqs `1..=lines.len()`, and
 /// that each message's `Gapless-Prev-Seq` is the seq before it (no `inputs` skipped).
 fn assert_stored_once(stored: &[Stored], lines: &[String]) {
-    let mut seqs: Vec<u64> = stored.iter().map(|m| m.event["seq"].as_u64().unwrap()).collect();
+    let mut seqs: Vec<u64> = stored
+        .iter()
+        .map(|m| m.event["seq"].as_u64().unwrap())
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=lines.len() as u64).collect::<Vec<_>>());
     for m in stored {
-        assert_eq!(m.prev_seq + 1, m.event["seq"].as_u64().unwrap(), "{}", m.event);
+        assert_eq!(
+            m.prev_seq + 1,
+            m.event["seq"].as_u64().unwrap(),
+            "{}",
+            m.event
+        );
     }
     let events: Vec<Value> = stored.iter().map(|m| m.event.clone()).collect();
     check_delivery(lines, &events).assert_exactly_once();

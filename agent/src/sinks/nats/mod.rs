@@ -238,9 +238,15 @@ fn answer(got: Vec<Got>) -> Answer {
         return Answer::Delivered;
     }
     if got.iter().all(|g| matches!(g, Got::Retry { .. })) {
-        let no_stream = got
-            .iter()
-            .find(|g| matches!(g, Got::Retry { no_stream: true, .. }));
+        let no_stream = got.iter().find(|g| {
+            matches!(
+                g,
+                Got::Retry {
+                    no_stream: true,
+                    ..
+                }
+            )
+        });
         if let Some(Got::Retry { why, .. }) = no_stream.or(got.first()) {
             return Answer::Retry {
                 wait: None,

@@ -20,7 +20,10 @@ async fn every_event_is_one_message_in_order_under_its_msg_id_with_the_agent_id_
     let stored = wait_for_stream(&nats.url(), &s.agent_id, lines.len()).await;
     assert_stored_once(&stored, &lines);
     // Stream order is seq order: batches are published one after the other.
-    let seqs: Vec<u64> = stored.iter().map(|m| m.event["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = stored
+        .iter()
+        .map(|m| m.event["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
     assert_eq!(
         stored.iter().map(|m| m.stream_seq).collect::<Vec<_>>(),
@@ -66,7 +69,10 @@ async fn seqs_the_inputs_skip_lie_between_a_messages_prev_seq_and_its_own() {
         gaps += seq - next;
         next = seq + 1;
     }
-    assert_eq!(gaps, 12, "the other source's records before the last of ours");
+    assert_eq!(
+        gaps, 12,
+        "the other source's records before the last of ours"
+    );
 }
 
 // A stream for the subject is an operator's job: until it exists, the sink says so in
@@ -85,9 +91,9 @@ async fn without_a_stream_the_alarm_names_the_subject_and_the_backlog_arrives_on
     let status = s.agent.status_json().await;
     let bus = &status["sinks"]["bus"];
     assert!(
-        bus["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(&format!("{SUBJECT:?}")) && e.contains("no JetStream stream")),
+        bus["last_error"].as_str().is_some_and(
+            |e| e.contains(&format!("{SUBJECT:?}")) && e.contains("no JetStream stream")
+        ),
         "{bus:#}"
     );
     assert_eq!(bus["backlog_events"], 30, "{bus:#}");
@@ -121,8 +127,11 @@ fn a_bad_url_or_a_wildcard_subject_is_refused_naming_the_key() {
             ),
         )
         .unwrap();
-        let (status, _, stderr) =
-            run_command(&[OsStr::new("validate"), OsStr::new("--config"), path.as_os_str()]);
+        let (status, _, stderr) = run_command(&[
+            OsStr::new("validate"),
+            OsStr::new("--config"),
+            path.as_os_str(),
+        ]);
         assert!(!status.success(), "{url} {subject} validated");
         assert!(stderr.contains(key), "{key}: {stderr}");
     }

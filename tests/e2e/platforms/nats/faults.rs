@@ -22,10 +22,14 @@ async fn kill_9_of_the_agent_mid_stream_leaves_every_seq_in_the_stream_once() {
         // Once the stream has passed the next mark: kills spread over the whole stream.
         let mark = (kill as u64 + 1) * total / (KILLS as u64 + 1);
         let mut stored = 0;
-        wait_until(DELIVERY, format!("{mark} messages in the stream"), async || {
-            stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
-            stored >= mark
-        })
+        wait_until(
+            DELIVERY,
+            format!("{mark} messages in the stream"),
+            async || {
+                stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
+                stored >= mark
+            },
+        )
         .await;
         if stored >= total {
             eprintln!("kill {kill}: everything is stored already; no more kills");
@@ -61,10 +65,14 @@ async fn a_server_killed_and_restarted_on_its_store_mid_stream_loses_nothing() {
     for round in 1..=2u64 {
         let mark = round * lines.len() as u64 / 3;
         let mut stored = 0;
-        wait_until(DELIVERY, format!("{mark} messages in the stream"), async || {
-            stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
-            stored >= mark
-        })
+        wait_until(
+            DELIVERY,
+            format!("{mark} messages in the stream"),
+            async || {
+                stored = stream_messages(&nats.url(), STREAM).await.unwrap_or(0);
+                stored >= mark
+            },
+        )
         .await;
         nats.kill9();
         eprintln!("server killed at {stored} messages");
