@@ -28,9 +28,19 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single JetStream server storing under `dir`.
     pub async fn start(dir: &Path) -> NatsServer {
+        Self::start_with(dir, "").await
+    }
+
+    /// [`NatsServer::start`] with `config` (nats-server's config syntax, such as
+    /// `max_payload: 4096`) in a config file besides the flags.
+    pub async fn start_with(dir: &Path, config: &str) -> NatsServer {
         let port = free_port();
         let store = dir.join(format!("js-{port}"));
+        let conf = dir.join(format!("nats-{port}.conf"));
+        std::fs::write(&conf, config).expect("write the server's config");
         let args = [
+            "-c",
+            conf.to_str().expect("UTF-8 temporary path"),
             "-js",
             "-a",
             "127.0.0.1",

@@ -136,3 +136,49 @@ fn a_bad_url_or_a_wildcard_subject_is_refused_naming_the_key() {
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
 }
+
+// The server takes messages of at most `max_payload` bytes (headers included): a larger
+// event is refused for good without being sent — a dead letter, announced in the stream
+// by a notice covering its seq — and the others are delivered around it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_max_payload_is_dead_lettered_with_a_notice_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(dir.path(), "max_payload: 4096\n").await;
+    create_stream(&nats.url(), STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
+    let s = start(&nats.url(), 10).await;
+    let mut lines = numbered_lines("nats payload", 0, 9);
+    lines.insert(4, format!("nats payload too large {}", "y".repeat(6000)));
+    s.ingest.post_ok(&lines).await;
+    // 9 events and the notice.
+    wait_for_messages(&nats.url(), STREAM, 10).await;
+    let stored = read_stream(&nats.url(), STREAM).await;
+    assert_eq!(stored.len(), 10);
+    let notices: Vec<&Stored> = stored
+        .iter()
+        .filter(|m| m.event["gapless"] == "gap")
+        .collect();
+    assert_eq!(notices.len(), 1, "{stored:?}");
+    let notice = &notices[0].event;
+    assert_eq!(notice["reason"], "dead_letter", "{notice}");
+    assert_eq!(
+        (notice["first_seq"].as_u64(), notice["last_seq"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(notices[0].msg_id, format!("{}-5", s.agent_id));
+    let events: Vec<Value> = stored
+        .iter()
+        .filter(|m| m.event.get("gapless").is_none())
+        .map(|m| m.event.clone())
+        .collect();
+    let mut kept = lines.clone();
+    kept.remove(4);
+    check_delivery(&kept, &events).assert_exactly_once();
+    let files = std::fs::read_dir(s.agent.data_dir().join("dead-letter").join("bus"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(files > 0, "the refused event is in the dead-letter queue");
+    wait_for_status(&s.agent, "every event delivered or dead-lettered", |st| {
+        st["sinks"]["bus"]["backlog_events"] == 0 && st["sinks"]["bus"]["dead_lettered_events"] == 1
+    })
+    .await;
+}
