@@ -679,7 +679,18 @@ fn nats(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<NatsConfig, Confi
     let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).collect();
     for u in &urls {
         let scheme_ok = u.starts_with("nats://") || u.starts_with("tls://");
-        if !scheme_ok || u.parse::<async_nats::ServerAddr>().is_err() {
+        let parsed = u.parse::<async_nats::ServerAddr>();
+        if parsed
+            .as_ref()
+            .is_ok_and(async_nats::ServerAddr::has_user_pass)
+            || reqwest::Url::parse(u).is_ok_and(|u| !u.username().is_empty())
+        {
+            return Err(c.err(
+                &["sinks", name, "url"],
+                "credentials do not go in the URL (it is shown in logs and /status): use auth.token_file or auth.credentials_file",
+            ));
+        }
+        if !scheme_ok || parsed.is_err() {
             return Err(c.err(
                 &["sinks", name, "url"],
                 format!("{u:?} is not a NATS server URL like nats://127.0.0.1:4222 or tls://host:4222 (several: comma separated)"),

@@ -493,6 +493,16 @@ fn nats_sink_errors_name_the_key() {
             "sinks.out.url",
             "not a NATS server URL",
         ),
+        (
+            "type = \"nats\"\nurl = \"nats://user:secret@a:4222\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "credentials do not go in the URL",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://s3cr3t-token@a:4222\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "credentials do not go in the URL",
+        ),
         ("type = \"nats\"\nurl = \"nats://a\"", "sinks.out", "subject"),
         (
             "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"logs.*\"",

@@ -62,6 +62,7 @@ async fn options(name: &str, cfg: &NatsConfig) -> Result<ConnectOptions, Answer>
                     Event::Disconnected => {
                         tracing::warn!(sink = %sink, "disconnected from NATS; reconnecting (requests in flight are sent again)")
                     }
+                    Event::Closed => tracing::info!(sink = %sink, "NATS connection closed"),
                     other => tracing::warn!(sink = %sink, event = %other, "NATS connection event"),
                 }
             }
