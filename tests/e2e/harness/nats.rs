@@ -217,7 +217,10 @@ async fn connect(url: &str) -> Result<jetstream::Context, String> {
         .connect(url)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(jetstream::new(client))
+    // A short API timeout: a request a dead node would have answered is tried again soon.
+    Ok(jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client))
 }
 
 /// How many messages stream `name` holds (`None` while it cannot be asked).
