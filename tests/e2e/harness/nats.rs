@@ -211,12 +211,18 @@ pub async fn create_stream(
     panic!("cannot create stream {name} on {url}: {last}");
 }
 
+/// A JetStream context on `url`; a token for a server that requires one goes in the URL
+/// as `nats://<token>@host:port` (the harness's convention: the agent takes it from a file).
 async fn connect(url: &str) -> Result<jetstream::Context, String> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut opts = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+    let mut url = url.to_string();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((token, host)) = rest.split_once('@') {
+            opts = opts.token(token.to_string());
+            url = format!("{scheme}://{host}");
+        }
+    }
+    let client = opts.connect(url).await.map_err(|e| e.to_string())?;
     // A short API timeout: a request a dead node would have answered is tried again soon.
     Ok(jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))

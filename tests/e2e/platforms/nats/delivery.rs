@@ -182,3 +182,54 @@ async fn an_event_over_max_payload_is_dead_lettered_with_a_notice_and_the_rest_d
     })
     .await;
 }
+
+// A server that requires a token: the sink reads `auth.token_file` at each connect. A wrong
+// token is an alarm (a person must fix it), retried, never a drop; once the file holds the
+// right token, everything arrives, and the token reaches no log line or /status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_is_an_alarm_until_the_token_file_is_fixed_and_is_never_shown() {
+    const TOKEN: &str = "s3cret-nats-token";
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(
+        dir.path(),
+        &format!("authorization {{ token: \"{TOKEN}\" }}\n"),
+    )
+    .await;
+    let harness_url = format!("nats://{TOKEN}@127.0.0.1:{}", nats.port);
+    create_stream(&harness_url, STREAM, SUBJECT, 1, Duration::from_secs(120)).await;
+    let token_file = dir.path().join("nats.token");
+    std::fs::write(&token_file, "not-the-token\n").unwrap();
+    let s = start_with(
+        "",
+        &sink(
+            &nats.url(),
+            10,
+            &format!(
+                "alert_after = \"1s\"\nauth = {{ token_file = {} }}",
+                toml_path(&token_file)
+            ),
+        ),
+    )
+    .await;
+    let lines = numbered_lines("nats token", 0, 20);
+    s.ingest.post_ok(&lines).await;
+    wait_until(SHORT, "/health/delivery answering 503", async || {
+        s.agent.api_get("/health/delivery").await.0 == 503
+    })
+    .await;
+    let status = s.agent.status_json().await;
+    assert!(
+        status["sinks"]["bus"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect to NATS")),
+        "{status:#}"
+    );
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let stored = wait_for_stream(&harness_url, &s.agent_id, lines.len()).await;
+    assert_stored_once(&stored, &lines);
+    let said = format!("{}{}{status}", s.agent.stderr_text(), s.agent.stdout_text());
+    assert!(
+        !said.contains(TOKEN) && !said.contains("not-the-token"),
+        "a token was shown"
+    );
+}
