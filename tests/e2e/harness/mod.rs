@@ -3,7 +3,7 @@
 //! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
 //! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), real
 //! journal files ([`journal`]), and a durafs mount to cut the power under data_dir or inject
-//! storage faults ([`DuraMount`]).
+//! storage faults ([`DuraMount`]), and real `nats-server` processes ([`nats`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -16,6 +16,7 @@ pub mod http1;
 pub mod journal;
 pub mod lines;
 pub mod logfile;
+pub mod nats;
 pub mod platforms;
 pub mod receiver;
 pub mod reload;
