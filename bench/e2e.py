@@ -24,6 +24,13 @@ the event's message costs more than plain text.
 With --sink azure_monitor_logs|splunk_hec|elasticsearch the agent sends to that platform's
 API instead of the generic http sink; the count receiver answers as the platform documents.
 
+With --sink nats the agent publishes to a real `nats-server -js` (Debian package
+nats-server) started here with a monitoring port, into an R1 file stream (created over the
+NATS protocol with the JetStream API, duplicate window 2 minutes); messages are counted from
+the stream's state (`/jsz` of the monitoring port). Batches are 20,000 events, uncompressed.
+
+    python3 bench/e2e.py --sink nats [--lines 2000000]
+
 With --source journald the N lines are entries of a pre-filled journal file (written, before
 the clock starts, by systemd-journal-remote from export format: MESSAGE of about 200 bytes,
 _SYSTEMD_UNIT, PRIORITY, SYSLOG_IDENTIFIER, _PID, two boots), read through journalctl by a
@@ -43,7 +50,7 @@ appended rather than for all N.
 --sender loggen sends with syslog-ng's `loggen` instead (`-S -P` for TCP, `-D` for UDP; 200-byte
 messages, --clients active connections), which writes faster than Python.
 """
-import argparse, http.client, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, http.client, json, os, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +69,55 @@ def proc_stats(pid):
                 hwm = int(line.split()[1]) * 1024
     return cpu, hwm
 
-def count(port):
+def count_http(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
         lines, nbytes = r.read().split()
         return int(lines), int(nbytes)
+
+def nats_request(port, subject, payload):
+    """One request over the NATS protocol (what `nats req` does): its reply as JSON."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rb")
+    f.readline()  # INFO
+    s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nSUB _INBOX.bench 1\r\n'
+              + b"PUB %s _INBOX.bench %d\r\n%s\r\nPING\r\n" % (subject.encode(), len(payload), payload))
+    while True:
+        line = f.readline()
+        if not line:
+            sys.exit(f"nats-server closed the connection during {subject}")
+        if line.startswith(b"MSG"):
+            data = f.read(int(line.split()[-1]) + 2)[:-2]
+            s.close()
+            return json.loads(data)
+        if line.startswith(b"PING"):
+            s.sendall(b"PONG\r\n")
+        if line.startswith(b"-ERR"):
+            sys.exit(f"nats-server: {line!r}")
+
+def nats_count(monitor_port):
+    """Messages and bytes in the JetStream streams of the server (the bench's one stream)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5) as r:
+        jsz = json.loads(r.read())
+        return jsz["messages"], jsz["bytes"]
+
+def start_nats(work):
+    """`nats-server -js` on free ports, with an R1 file stream BENCH taking bench.logs."""
+    port, monitor = free_port(), free_port()
+    server = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
+                               "-sd", os.path.join(work, "jetstream")],
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nats.log"), "wb"))
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    cfg = {"name": "BENCH", "subjects": ["bench.logs"], "storage": "file", "num_replicas": 1,
+           "duplicate_window": 120_000_000_000}
+    answer = nats_request(port, "$JS.API.STREAM.CREATE.BENCH", json.dumps(cfg).encode())
+    if "error" in answer:
+        sys.exit(f"cannot create the stream: {answer['error']}")
+    return server, port, monitor
 
 def wal_bytes(api_port):
     try:
@@ -180,6 +232,8 @@ def sink_keys(sink, port):
         return f'type = "splunk_hec"\nendpoint = "{base}"\ntoken = "bench"'
     if sink == "elasticsearch":
         return f'type = "elasticsearch"\nendpoints = ["{base}"]'
+    if sink == "nats":
+        return f'type = "nats"\nurl = "nats://127.0.0.1:{port}"\nsubject = "bench.logs"'
     return f'type = "http"\nuri = "{base}/ingest"'
 
 
@@ -196,7 +250,7 @@ def main():
     ap.add_argument("--sender", choices=["python", "loggen"], default="python")
     ap.add_argument("--shape", choices=["plain", "json"], default="plain",
                     help="file lines: plain text, or JSON objects full of quotes (~200 B either way)")
-    ap.add_argument("--sink", choices=["http", "azure_monitor_logs", "splunk_hec", "elasticsearch"], default="http",
+    ap.add_argument("--sink", choices=["http", "azure_monitor_logs", "splunk_hec", "elasticsearch", "nats"], default="http",
                     help="the platform the agent sends to (the count receiver answers as each documents)")
     ap.add_argument("--agent", help="a gapless binary to run instead of building target/release/gapless")
     args = ap.parse_args()
@@ -255,6 +309,17 @@ def main():
         source = f'type = "http"\naddress = "127.0.0.1:{http_port}"\nmax_body_bytes = "64MiB"'
 
     recv_port, api_port = free_port(), free_port()
+    nats = None
+    if args.sink == "nats":
+        if args.outage_gib > 0:
+            sys.exit("--outage-gib goes with an http platform sink")
+        nats, recv_port, monitor_port = start_nats(work)
+        count = lambda _port: nats_count(monitor_port)
+        # One message per event: nothing to compress; whole batches pipelined.
+        delivery = 'compression = "none"\nbatch = { max_events = 20000, max_bytes = "16MiB", timeout = "200ms" }'
+    else:
+        count = count_http
+        delivery = 'compression = "gzip"\nbatch = { max_events = 5000, max_bytes = "4MiB", timeout = "200ms" }'
     cfg = os.path.join(work, "gapless.toml")
     with open(cfg, "w") as f:
         f.write(f"""
@@ -268,14 +333,15 @@ max_bytes = "8GiB"
 {source}
 [sinks.platform]
 {sink_keys(args.sink, recv_port)}
-compression = "gzip"
-batch = {{ max_events = 5000, max_bytes = "4MiB", timeout = "200ms" }}
+{delivery}
 retry = {{ initial_backoff = "100ms", max_backoff = "1s" }}
 [log]
 level = "warn"
 """)
     recv = None
-    if args.outage_gib == 0:
+    if nats:
+        recv = nats
+    elif args.outage_gib == 0:
         recv = subprocess.Popen([recv_exe, f"127.0.0.1:{recv_port}"])
         time.sleep(0.3)
     t0 = time.time()
@@ -361,7 +427,7 @@ level = "warn"
     print(f"MB/s:      {raw_bytes * expected / args.lines / took / 1e6:.1f} (raw lines)")
     print(f"agent CPU: {cpu:.2f} s ({cpu / took:.2f} cores, {cpu / expected * 1e6:.2f} µs per event)")
     print(f"peak RSS:  {hwm / (1 << 20):.1f} MiB")
-    if wire and plain_bytes:
+    if wire and plain_bytes and not nats:
         print(f"wire:      {wire / expected:.1f} bytes per event sent (gzip), {plain_bytes / expected:.1f} "
               f"before gzip: ratio {plain_bytes / wire:.1f}")
     if not args.keep:

@@ -260,7 +260,7 @@ pub async fn dead_letter_replay(
     let seq_field = s.seq_field.as_deref();
     let added = s.kind.added_fields();
     use crate::sinks::delivery::Replay;
-    use crate::sinks::{azure_monitor_logs, elasticsearch, http, splunk_hec};
+    use crate::sinks::{azure_monitor_logs, elasticsearch, http, nats, splunk_hec};
     match &s.kind {
         SinkKind::Console => Err(no_sink("a console sink has no dead letters")),
         SinkKind::Http(c) | SinkKind::Gapless(c) => {
@@ -280,6 +280,11 @@ pub async fn dead_letter_replay(
         }
         SinkKind::Elasticsearch(c) => {
             let p = elasticsearch::Elasticsearch::new(sink, &agent_id, c)?;
+            let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
+            replay_all(config, sink, &r, out).await
+        }
+        SinkKind::Nats(c) => {
+            let p = nats::Nats::new(sink, &agent_id, c)?;
             let r = Replay::new(sink, &agent_id, &c.delivery, p, seq_field, &added)?;
             replay_all(config, sink, &r, out).await
         }

@@ -283,6 +283,8 @@ pub enum SinkKind {
     /// Another gapless agent's `gapless` source (a relay): the http sink's request, NDJSON
     /// with the seq field `seq`, which the relay takes as each event's origin seq.
     Gapless(Box<HttpSinkConfig>),
+    /// NATS JetStream, published with acknowledgements.
+    Nats(Box<NatsConfig>),
     /// NDJSON on stdout.
     Console,
 }
@@ -296,6 +298,7 @@ impl SinkKind {
             SinkKind::SplunkHec(c) => Some(&c.delivery),
             SinkKind::Elasticsearch(c) => Some(&c.delivery),
             SinkKind::Gapless(c) => Some(&c.delivery),
+            SinkKind::Nats(c) => Some(&c.delivery),
             SinkKind::Console => None,
         }
     }
@@ -314,6 +317,7 @@ impl SinkKind {
                 crate::reserved::ES_TIMESTAMP.into(),
                 crate::reserved::AGENT_ID.into(),
             ],
+            SinkKind::Nats(_) => vec![crate::reserved::AGENT_ID.into()],
             SinkKind::Http(_)
             | SinkKind::SplunkHec(_)
             | SinkKind::Gapless(_)
@@ -357,6 +361,14 @@ impl SinkKind {
                 }
                 ElasticsearchAuth::None => {}
             },
+            SinkKind::Nats(n) => {
+                if let Some(p) = &n.auth.credentials_file {
+                    out.push(("auth.credentials_file", p.as_path()));
+                }
+                if let Some(p) = &n.auth.token_file {
+                    out.push(("auth.token_file", p.as_path()));
+                }
+            }
             SinkKind::Console => {}
         }
         out
@@ -532,6 +544,30 @@ pub struct ElasticsearchConfig {
     /// Credentials. Default none.
     pub auth: ElasticsearchAuth,
     /// Batching, retry, TLS.
+    pub delivery: DeliveryConfig,
+}
+
+/// Credentials of a NATS sink, both read again at each connect.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// A `.creds` file (the user JWT and its NKey seed, as `nsc` writes it). Default none.
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding the server's authorization token. Default none.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `type = "nats"`: a NATS JetStream stream, every event one message published with an
+/// acknowledgement.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// The servers (`url`, comma separated: `nats://…` or `tls://…`), in the order tried
+    /// first; the client learns the rest of a cluster from them.
+    pub urls: Vec<String>,
+    /// The subject every message is published on; a stream must take it. No wildcards.
+    pub subject: String,
+    /// Credentials. Default none.
+    pub auth: NatsAuth,
+    /// Batching, retry, TLS (`compression` is always none: a message is one event).
     pub delivery: DeliveryConfig,
 }
 

@@ -77,6 +77,9 @@ pub(super) struct RawSinkAuth {
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
     pub(super) password_file: Option<PathBuf>,
+    // nats
+    pub(super) credentials_file: Option<PathBuf>,
+    pub(super) token_file: Option<PathBuf>,
 }
 
 /// All keys any source type takes; `validate` refuses those its type does not use.
@@ -190,4 +193,7 @@ pub(super) struct RawSink {
     pub(super) ack_timeout: Option<Dur>,
     // elasticsearch (and index)
     pub(super) endpoints: Option<Vec<String>>,
+    // nats
+    pub(super) url: Option<String>,
+    pub(super) subject: Option<String>,
 }

@@ -10,11 +10,11 @@ use super::raw::{RawSink, RawSinkAuth};
 use super::validate::refuse_keys;
 use super::{
     Auth, AzureMonitorLogsConfig, DeliveryConfig, ElasticsearchAuth, ElasticsearchConfig, Encoding,
-    HttpSinkConfig, Secret, SinkConfig, SinkKind, SplunkHecConfig, TlsConfig,
+    HttpSinkConfig, NatsAuth, NatsConfig, Secret, SinkConfig, SinkKind, SplunkHecConfig, TlsConfig,
 };
 
 /// The sink types, for error messages.
-const TYPES: &str = "http, azure_monitor_logs, splunk_hec, elasticsearch, gapless, console";
+const TYPES: &str = "http, azure_monitor_logs, splunk_hec, elasticsearch, nats, gapless, console";
 
 pub(super) fn validate_sink(
     name: &str,
@@ -78,6 +78,7 @@ pub(super) fn validate_sink(
             )?;
             SinkKind::Gapless(Box::new(http(name, "gapless", s, c)?))
         }
+        "nats" => SinkKind::Nats(Box::new(nats(name, s, c)?)),
         other => {
             return Err(c.err(
                 &["sinks", name, "type"],
@@ -145,6 +146,8 @@ fn platform_keys(s: &RawSink, own: &[&str]) -> Vec<(&'static str, bool)> {
         ("ack_poll_interval", s.ack_poll_interval.is_some()),
         ("ack_timeout", s.ack_timeout.is_some()),
         ("endpoints", s.endpoints.is_some()),
+        ("url", s.url.is_some()),
+        ("subject", s.subject.is_some()),
     ]
     .into_iter()
     .filter(|(k, _)| !own.contains(k))
@@ -165,6 +168,8 @@ fn auth_keys(a: &RawSinkAuth, own: &[&str]) -> Vec<(&'static str, bool)> {
         ("username", a.username.is_some()),
         ("password", a.password.is_some()),
         ("password_file", a.password_file.is_some()),
+        ("credentials_file", a.credentials_file.is_some()),
+        ("token_file", a.token_file.is_some()),
     ]
     .into_iter()
     .filter(|(k, _)| !own.contains(k))
@@ -654,6 +659,100 @@ fn elasticsearch(
         endpoints,
         index,
         auth,
+        delivery,
+    })
+}
+
+/// A NATS subject one publishes on: dot-separated tokens, none empty, no whitespace, and
+/// no wildcards (`*`, `>`: they are for subscribing).
+fn nats_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if subject.chars().any(char::is_whitespace) {
+        return Err(format!("{subject:?} contains whitespace"));
+    }
+    if subject.contains(['*', '>']) {
+        return Err(format!(
+            "{subject:?} has a wildcard (* or >): messages are published on one subject"
+        ));
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Err(format!(
+            "{subject:?} has an empty token (a leading, trailing or double dot)"
+        ));
+    }
+    Ok(())
+}
+
+fn nats(name: &str, mut s: RawSink, c: &Checker<'_>) -> Result<NatsConfig, ConfigError> {
+    const KIND: &str = "nats";
+    refuse_keys(
+        c,
+        "sinks",
+        name,
+        KIND,
+        &platform_keys(&s, &["url", "subject"]),
+    )?;
+    let urls = required(c, name, KIND, "url", s.url.take())?;
+    let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).collect();
+    for u in &urls {
+        let scheme_ok = u.starts_with("nats://") || u.starts_with("tls://");
+        let parsed = u.parse::<async_nats::ServerAddr>();
+        if parsed
+            .as_ref()
+            .is_ok_and(async_nats::ServerAddr::has_user_pass)
+            || reqwest::Url::parse(u).is_ok_and(|u| !u.username().is_empty())
+        {
+            return Err(c.err(
+                &["sinks", name, "url"],
+                "credentials do not go in the URL (it is shown in logs and /status): use auth.token_file or auth.credentials_file",
+            ));
+        }
+        if !scheme_ok || parsed.is_err() {
+            return Err(c.err(
+                &["sinks", name, "url"],
+                format!("{u:?} is not a NATS server URL like nats://127.0.0.1:4222 or tls://host:4222 (several: comma separated)"),
+            ));
+        }
+    }
+    let subject = required(c, name, KIND, "subject", s.subject.take())?;
+    if let Err(why) = nats_subject(&subject) {
+        return Err(c.err(&["sinks", name, "subject"], why));
+    }
+    // A message is one event: there is nothing to compress together.
+    if s.compression.as_deref() == Some("gzip") {
+        return Err(c.err(
+            &["sinks", name, "compression"],
+            "a nats sink publishes one event per message, uncompressed: leave `compression` out (or \"none\")",
+        ));
+    }
+    if s.tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify == Some(true))
+    {
+        return Err(c.err(
+            &["sinks", name, "tls", "insecure_skip_verify"],
+            "is not available for a nats sink: give the server's CA in `tls.ca_file`",
+        ));
+    }
+    let auth = s.auth.take().unwrap_or_default();
+    refuse_auth_keys(c, name, KIND, &auth, &["credentials_file", "token_file"])?;
+    if auth.credentials_file.is_some() && auth.token_file.is_some() {
+        return Err(c.err(
+            &["sinks", name, "auth"],
+            "give `credentials_file` or `token_file`, not both",
+        ));
+    }
+    let mut delivery = delivery(name, &mut s, c)?;
+    delivery.gzip = false;
+    Ok(NatsConfig {
+        urls,
+        subject,
+        auth: NatsAuth {
+            credentials_file: auth.credentials_file,
+            token_file: auth.token_file,
+        },
         delivery,
     })
 }

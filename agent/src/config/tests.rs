@@ -458,3 +458,97 @@ fn platform_sink_errors_name_the_key() {
         assert!(e.line.is_some(), "{sink}: {e}");
     }
 }
+
+#[test]
+fn a_nats_sink_takes_a_url_list_a_subject_and_never_compresses() {
+    let c = Config::parse(&with_sink(
+        "type = \"nats\"\nurl = \"nats://127.0.0.1:4222, tls://n2:4222\"\nsubject = \"logs.gapless\"\nauth = { token_file = \"/t\" }",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let SinkKind::Nats(n) = &c.sinks["out"].kind else {
+        panic!("not nats")
+    };
+    assert_eq!(n.urls, ["nats://127.0.0.1:4222", "tls://n2:4222"]);
+    assert_eq!(n.subject, "logs.gapless");
+    assert!(!n.delivery.gzip);
+    assert_eq!(
+        c.sinks["out"].kind.files(),
+        [("auth.token_file", std::path::Path::new("/t"))]
+    );
+    let reserved = crate::reserved::ReservedFields::from_config(&c);
+    assert!(reserved.contains("agent_id"));
+}
+
+#[test]
+fn nats_sink_errors_name_the_key() {
+    let cases = [
+        ("type = \"nats\"\nsubject = \"a\"", "sinks.out", "url"),
+        (
+            "type = \"nats\"\nurl = \"http://127.0.0.1:4222\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "not a NATS server URL",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a:4222,\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "not a NATS server URL",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://user:secret@a:4222\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "credentials do not go in the URL",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://s3cr3t-token@a:4222\"\nsubject = \"a\"",
+            "sinks.out.url",
+            "credentials do not go in the URL",
+        ),
+        ("type = \"nats\"\nurl = \"nats://a\"", "sinks.out", "subject"),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"logs.*\"",
+            "sinks.out.subject",
+            "wildcard",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"logs.>\"",
+            "sinks.out.subject",
+            "wildcard",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"logs..x\"",
+            "sinks.out.subject",
+            "empty token",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"a\"\ncompression = \"gzip\"",
+            "sinks.out.compression",
+            "uncompressed",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"a\"\nauth = { api_key = \"k\" }",
+            "sinks.out.auth.api_key",
+            "does not apply",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"a\"\nendpoints = [\"https://es\"]",
+            "sinks.out.endpoints",
+            "does not apply",
+        ),
+        (
+            "type = \"http\"\nuri = \"https://x\"\nsubject = \"a\"",
+            "sinks.out.subject",
+            "does not apply",
+        ),
+        (
+            "type = \"nats\"\nurl = \"nats://a\"\nsubject = \"a\"\ntls = { insecure_skip_verify = true }",
+            "sinks.out.tls.insecure_skip_verify",
+            "not available",
+        ),
+    ];
+    for (sink, key, reason) in cases {
+        let e = err(&with_sink(sink));
+        assert_eq!(e.key, key, "{sink}: {e}");
+        assert!(e.reason.contains(reason), "{sink}: {e}");
+        assert!(e.line.is_some(), "{sink}: {e}");
+    }
+}

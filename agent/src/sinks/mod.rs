@@ -3,10 +3,10 @@
 //! destination has them. A sink that is down holds back only its own cursor.
 //!
 //! Every uploading sink runs on the one [`delivery`] mechanism; a platform module
-//! ([`http`], [`azure_monitor_logs`], [`splunk_hec`], [`elasticsearch`]) only encodes, limits,
-//! authenticates and reads answers. The `gapless` sink (to a relay's `gapless` source,
-//! [`crate::sources::relay`]) is the `http` platform with its wire fixed: NDJSON, seq field
-//! `seq`.
+//! ([`http`], [`azure_monitor_logs`], [`splunk_hec`], [`elasticsearch`], [`nats`]) only
+//! encodes, limits, authenticates and reads answers (`nats` also sends: it is not HTTP).
+//! The `gapless` sink (to a relay's `gapless` source, [`crate::sources::relay`]) is the
+//! `http` platform with its wire fixed: NDJSON, seq field `seq`.
 
 pub mod azure_monitor_logs;
 pub mod batch;
@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod elasticsearch;
 pub mod encode;
 pub mod http;
+pub mod nats;
 pub mod retry;
 pub mod splunk_hec;
 
@@ -93,6 +94,10 @@ pub async fn run(ctx: SinkContext, kind: &SinkKind) -> Result<()> {
         }
         SinkKind::Elasticsearch(c) => {
             let platform = elasticsearch::Elasticsearch::new(&ctx.name, &ctx.agent_id, c)?;
+            delivery::run(ctx, &c.delivery, platform, &added).await
+        }
+        SinkKind::Nats(c) => {
+            let platform = nats::Nats::new(&ctx.name, &ctx.agent_id, c)?;
             delivery::run(ctx, &c.delivery, platform, &added).await
         }
     }

@@ -3,8 +3,8 @@
 //! ([`certs`]), a small tmpfs ([`Tmpfs`]), checks over what arrived ([`lines`], and
 //! [`capture`] for the continuity checker), reloading a running agent ([`reload`]), real
 //! journal files ([`journal`]), the relay tier ([`relay`]: its config, a raw client, the
-//! per-origin view), and a durafs mount to cut the power under data_dir or inject storage
-//! faults ([`DuraMount`]).
+//! per-origin view), a durafs mount to cut the power under data_dir or inject storage
+//! faults ([`DuraMount`]), and real `nats-server` processes ([`nats`]).
 //!
 //! Waiting is always for a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -17,6 +17,7 @@ pub mod http1;
 pub mod journal;
 pub mod lines;
 pub mod logfile;
+pub mod nats;
 pub mod platforms;
 pub mod receiver;
 pub mod relay;

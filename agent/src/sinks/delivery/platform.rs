@@ -10,6 +10,11 @@
 //! splitting on 413, resending only the items an answer asks for, dead letters and their
 //! notices, continuity headers, health and metrics, and the in-order cursor advance over a
 //! contiguous delivered prefix.
+//!
+//! A platform that does not speak HTTP (NATS JetStream) sends a request itself:
+//! [`Platform::publish`] returns the future of its answer, and the mechanism calls
+//! [`Platform::request`] and [`Platform::read`] only when it returns `None` (the default).
+//! Everything around the send — retry, per-item resend, dead letters, health — is the same.
 
 use std::future::Future;
 use std::time::Duration;
@@ -169,7 +174,7 @@ impl<'a> Item<'a> {
     }
 }
 
-/// A request about to go out, for [`Platform::request`].
+/// A request about to go out, for [`Platform::request`] or [`Platform::publish`].
 pub struct Outgoing<'a> {
     /// The body, compressed if the sink compresses.
     pub body: &'a Bytes,
@@ -177,6 +182,40 @@ pub struct Outgoing<'a> {
     pub gzip: bool,
     /// Items in it.
     pub items: usize,
+    /// The seqs of its items, in body order.
+    pub seqs: &'a [u64],
+    /// The first seq the request accounts for (records the sink skips included).
+    pub first_seq: u64,
+    /// The last seq it accounts for.
+    pub last_seq: u64,
+    /// This agent's id.
+    pub agent_id: &'a str,
+    /// Whether it is a dead letter sent again by `gapless dead-letter replay`.
+    pub replay: bool,
+    /// The items of the whole batch in order, and the first seq it covers: what
+    /// [`Outgoing::prev_seq`] reads. A request sent the first time is its own batch in
+    /// effect; a resend of some items is not.
+    pub(super) batch: (&'a [u64], u64),
+}
+
+impl Outgoing<'_> {
+    /// The seq before item `i` in the stream this sink sends: the item before it in its
+    /// batch, or the batch's first seq - 1 for the batch's first item. Seqs strictly
+    /// between it and the item's own are records the sink's `inputs` skipped, never loss.
+    /// For a request sent whole this is the item before it in the request (or
+    /// `first_seq - 1`); for a resend of some items it still names the item before it in
+    /// the batch, so the answer is the same on every send.
+    pub fn prev_seq(&self, i: usize) -> u64 {
+        let seq = self.seqs.get(i).copied().unwrap_or(self.first_seq);
+        let (order, first) = self.batch;
+        match order.binary_search(&seq) {
+            Ok(0) => first.saturating_sub(1),
+            Ok(k) => order[k - 1],
+            // Not in the batch's order (cannot happen): the request's own rule.
+            Err(_) if i == 0 => self.first_seq.saturating_sub(1),
+            Err(_) => self.seqs[i - 1],
+        }
+    }
 }
 
 /// What an answer, or the lack of one, means for a request as a whole.
@@ -247,6 +286,16 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Writes one item (without framing) into `out`.
     fn write_item(&self, item: &Item<'_>, out: &mut Vec<u8>);
+
+    /// Sends a request by the platform's own protocol and reads the answer, for a platform
+    /// that does not speak HTTP; `None` (the default): the mechanism sends it over HTTP with
+    /// [`Platform::request`] and reads the answer with [`Platform::read`]. The future must
+    /// answer for the request as a whole or item by item, like `read`: connection errors
+    /// and timeouts are `Answer::Retry`, never a refusal.
+    fn publish(&self, outgoing: &Outgoing<'_>) -> Option<impl Future<Output = Answer> + Send> {
+        let _ = outgoing;
+        None::<std::future::Ready<Answer>>
+    }
 
     /// The request for a body: URL, authentication and the platform's headers. The
     /// mechanism adds the body, `Content-Encoding` and the continuity headers.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::platform::{Answer, ItemAnswer, Outgoing, Platform};
 use super::prepare::Encoder;
-use super::send::with_body;
+use super::send::{outgoing, with_body};
 use crate::config::DeliveryConfig;
 use crate::error::Result;
 use crate::sinks::dead_letter::DeadLetterMeta;
@@ -83,25 +83,18 @@ impl<P: Platform> Replay<P> {
         }
         let platform = &self.encoder.platform;
         for request in &prepared.requests {
-            let outgoing = Outgoing {
-                body: &request.body,
-                gzip: self.encoder.gzip,
-                items: request.seqs.len(),
+            let outgoing = outgoing(
+                request,
+                (&request.seqs, request.first_seq),
+                &self.agent_id,
+                self.encoder.gzip,
+                true,
+            );
+            let answer = match platform.publish(&outgoing) {
+                Some(publish) => publish.await,
+                None => self.over_http(&outgoing, request).await?,
             };
-            let builder = platform
-                .request(&self.client, &outgoing)
-                .await
-                .map_err(|e| e.why)?;
-            let builder = with_body(builder, request, &self.agent_id, self.encoder.gzip)
-                .header("gapless-replay", "dead-letter");
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| format!("request failed: {}", super::error_chain(&e)))?;
-            match platform
-                .read(&self.client, response, request.seqs.len())
-                .await
-            {
+            match answer {
                 Answer::Delivered => {}
                 Answer::Items(items)
                     if items.iter().all(|i| matches!(i, ItemAnswer::Delivered)) => {}
@@ -120,5 +113,27 @@ impl<P: Platform> Replay<P> {
             }
         }
         Ok(())
+    }
+
+    /// Sends one request over HTTP and reads the answer.
+    async fn over_http(
+        &self,
+        outgoing: &Outgoing<'_>,
+        request: &super::prepare::Request,
+    ) -> std::result::Result<Answer, String> {
+        let platform = &self.encoder.platform;
+        let builder = platform
+            .request(&self.client, outgoing)
+            .await
+            .map_err(|e| e.why)?;
+        let builder = with_body(builder, request, &self.agent_id, self.encoder.gzip)
+            .header("gapless-replay", "dead-letter");
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {}", super::error_chain(&e)))?;
+        Ok(platform
+            .read(&self.client, response, request.seqs.len())
+            .await)
     }
 }

@@ -83,7 +83,7 @@ impl<P: Platform> Sender<P> {
             let mut again: BTreeSet<u64> = BTreeSet::new();
             let mut why = String::new();
             while let Some(request) = queue.pop_front() {
-                let Some(done) = self.send(&request).await else {
+                let Some(done) = self.send(&request, (&order, first_seq)).await else {
                     return Outcome::Aborted;
                 };
                 match done {
@@ -243,8 +243,9 @@ impl<P: Platform> Sender<P> {
             .unwrap_or_else(|e| panic!("encoding a batch panicked: {e}"))
     }
 
-    /// Sends a request until the platform answers for good. `None` on shutdown.
-    async fn send(&self, request: &Request) -> Option<Final> {
+    /// Sends a request until the platform answers for good. `None` on shutdown. `batch`:
+    /// the items of its batch in order and the first seq the batch covers.
+    async fn send(&self, request: &Request, batch: (&[u64], u64)) -> Option<Final> {
         let policy = self.policy();
         let mut attempt = 0u32;
         loop {
@@ -252,7 +253,7 @@ impl<P: Platform> Sender<P> {
                 s.in_flight_since = Some(std::time::Instant::now());
                 s.backoff_until = None;
             });
-            let result = self.attempt(request).await;
+            let result = self.attempt(request, batch).await;
             self.metrics
                 .sink_state(&self.name, |s| s.in_flight_since = None);
             match result {
@@ -361,12 +362,21 @@ impl<P: Platform> Sender<P> {
         });
     }
 
-    async fn attempt(&self, request: &Request) -> Attempt {
-        let outgoing = Outgoing {
-            body: &request.body,
-            gzip: self.cfg.gzip,
-            items: request.seqs.len(),
+    async fn attempt(&self, request: &Request, batch: (&[u64], u64)) -> Attempt {
+        let outgoing = outgoing(request, batch, &self.agent_id, self.cfg.gzip, false);
+        let status_label = |s: &str| RequestLabel {
+            sink: self.name.clone(),
+            status: s.to_string(),
         };
+        // A platform of its own protocol sends the request itself.
+        if let Some(publish) = self.platform.publish(&outgoing) {
+            let answer = publish.await;
+            self.metrics
+                .sink_requests
+                .get_or_create(&status_label(answer.label()))
+                .inc();
+            return Attempt::from(answer);
+        }
         let builder = match self.platform.request(&self.client, &outgoing).await {
             Ok(b) => b,
             Err(not_ready) => {
@@ -378,10 +388,6 @@ impl<P: Platform> Sender<P> {
             }
         };
         let builder = with_body(builder, request, &self.agent_id, self.cfg.gzip);
-        let status_label = |s: &str| RequestLabel {
-            sink: self.name.clone(),
-            status: s.to_string(),
-        };
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -408,17 +414,11 @@ impl<P: Platform> Sender<P> {
             .sink_requests
             .get_or_create(&status_label(response.status().as_str()))
             .inc();
-        match self
-            .platform
-            .read(&self.client, response, request.seqs.len())
-            .await
-        {
-            Answer::Delivered => Attempt::Final(Final::Delivered),
-            Answer::Retry { wait, why, alarm } => Attempt::Retry { wait, why, alarm },
-            Answer::TooLarge(r) => Attempt::Final(Final::TooLarge(r)),
-            Answer::Rejected(r) => Attempt::Final(Final::Rejected(r)),
-            Answer::Items(items) => Attempt::Final(Final::Items(items)),
-        }
+        Attempt::from(
+            self.platform
+                .read(&self.client, response, request.seqs.len())
+                .await,
+        )
     }
 
     /// Moves the refused items of a batch to the dead-letter queue and announces them: one
@@ -557,7 +557,10 @@ impl<P: Platform> Sender<P> {
         let mut refusals = 0u32;
         for request in &prepared.requests {
             loop {
-                let done = self.send(request).await.ok_or(Stop::Shutdown)?;
+                let done = self
+                    .send(request, (&request.seqs, request.first_seq))
+                    .await
+                    .ok_or(Stop::Shutdown)?;
                 let taken = match &done {
                     Final::Delivered => true,
                     Final::Items(a) => a.iter().all(|a| matches!(a, ItemAnswer::Delivered)),
@@ -596,6 +599,53 @@ impl<P: Platform> Sender<P> {
             tracing::error!(sink = %self.name, "a dead-letter notice is larger than the platform takes; it is not sent (the events are in the dead-letter queue)");
         }
         Ok(())
+    }
+}
+
+impl From<Answer> for Attempt {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Delivered => Attempt::Final(Final::Delivered),
+            Answer::Retry { wait, why, alarm } => Attempt::Retry { wait, why, alarm },
+            Answer::TooLarge(r) => Attempt::Final(Final::TooLarge(r)),
+            Answer::Rejected(r) => Attempt::Final(Final::Rejected(r)),
+            Answer::Items(items) => Attempt::Final(Final::Items(items)),
+        }
+    }
+}
+
+impl Answer {
+    /// The `status` label of `gapless_sink_requests_total` for an answer a platform read
+    /// itself ([`Platform::publish`]): there is no HTTP status to name.
+    fn label(&self) -> &'static str {
+        match self {
+            Answer::Delivered => "delivered",
+            Answer::Items(_) => "items",
+            Answer::Retry { .. } => "error",
+            Answer::TooLarge(_) | Answer::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// What the platform is told about `request`; `batch`: the items of its batch in order and
+/// the first seq the batch covers.
+pub(super) fn outgoing<'a>(
+    request: &'a Request,
+    batch: (&'a [u64], u64),
+    agent_id: &'a str,
+    gzip: bool,
+    replay: bool,
+) -> Outgoing<'a> {
+    Outgoing {
+        body: &request.body,
+        gzip,
+        items: request.seqs.len(),
+        seqs: &request.seqs,
+        first_seq: request.first_seq,
+        last_seq: request.last_seq,
+        agent_id,
+        replay,
+        batch,
     }
 }
 
