@@ -117,3 +117,41 @@ async fn a_repeat_from_another_agent_id_is_not_a_duplicate() {
     expected.extend(origin_messages("two", 1, 4));
     platform.wait_for_lines(&expected, DELIVERY).await;
 }
+
+// Not a crash of the relay: the origin's data_dir is lost (a node re-provisioned, an
+// emptyDir volume) while its agent_id is set in the config, so the new WAL numbers its
+// events from 1 again under the same agent id. Those are new events, not repeats: the
+// relay must not skip them as duplicates — that would be a silent loss no checker sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_whose_data_dir_was_lost_is_not_taken_for_a_repeat() {
+    let platform = Receiver::start(Mode::Ok).await;
+    let relay_port = free_port();
+    let _relay = start_relay(&platform, relay_port, &shared_token(TOKEN)).await;
+    let port = free_port();
+    let mut origin = Agent::builder()
+        .top(&super::agent_id("reborn"))
+        .listening_on(port)
+        .config(&format!(
+            "{}{}",
+            crate::harness::snippets::http_source("in", port, ""),
+            crate::harness::relay::gapless_sink(
+                "relay",
+                &super::relay_uri(relay_port),
+                &["in"],
+                100,
+                &shared_token(TOKEN)
+            )
+        ))
+        .start()
+        .await;
+    let before = numbered_lines("before the data_dir was lost", 0, 5);
+    Ingest::new(port).post_ok(&before).await;
+    platform.wait_for_lines(&before, DELIVERY).await;
+
+    origin.kill9();
+    std::fs::remove_dir_all(origin.data_dir()).unwrap();
+    origin.restart().await;
+    let after = numbered_lines("after the data_dir was lost", 0, 5);
+    Ingest::new(port).post_ok(&after).await;
+    platform.wait_for_lines(&after, DELIVERY).await;
+}
