@@ -3,8 +3,9 @@
 //! forwards it through its own sinks with its own `seq`), end to end with real processes:
 //!
 //! - `delivery`: what arrives behind the relay — the origin's fields in order, both seqs,
-//!   range records for an origin sink's `inputs` filter, and no forged origin field or gap
-//!   from a client of the origin's http source; `gapless verify-stream` per origin.
+//!   range records for an origin sink's `inputs` filter — and what the gapless sink posts.
+//! - `verify`: `gapless verify-stream` per origin — gap records, heartbeats, holes named,
+//!   and nothing a client of the origin's http source forges.
 //! - `crash`: `kill -9` of the agents and of the relay during an outage of the platform.
 //! - `dedup`: a repeated request is answered 200 with duplicates and stored once, also
 //!   across a `kill -9` of the relay.
@@ -19,6 +20,7 @@ mod crash;
 mod dedup;
 mod delivery;
 mod requests;
+mod verify;
 
 use crate::harness::relay::gapless_source;
 use crate::harness::snippets::http_sink;
