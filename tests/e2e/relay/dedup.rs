@@ -1,7 +1,9 @@
 //! De-duplication by origin seq: a request sent again (same body, same Idempotency-Key and
 //! continuity headers), or one overlapping seqs the relay already holds, is answered 200
 //! with those events counted in `duplicates`, and they reach the platform once — also when
-//! the relay was killed and restarted between the two.
+//! the relay was killed and restarted between the two, and when copies arrive at once. A
+//! repeat is by agent id and seq: another agent's seqs are not repeats, and neither are an
+//! agent's new events numbered from 1 again after its data_dir was lost.
 
 use serde_json::Value;
 
@@ -154,4 +156,38 @@ async fn an_agent_whose_data_dir_was_lost_is_not_taken_for_a_repeat() {
     let after = numbered_lines("after the data_dir was lost", 0, 5);
     Ingest::new(port).post_ok(&after).await;
     platform.wait_for_lines(&after, DELIVERY).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_one_request_in_flight_at_once_are_stored_once() {
+    const COPIES: u64 = 5;
+    const EVENTS: u64 = 200;
+    let platform = Receiver::start(Mode::Ok).await;
+    let port = free_port();
+    let _relay = start_relay(&platform, port, &shared_token(TOKEN)).await;
+    let answers = futures_util::future::join_all((0..COPIES).map(|_| async move {
+        RelayClient::new(port)
+            .with_token(TOKEN)
+            .post_range("racer", "race", 1, EVENTS)
+            .await
+    }))
+    .await;
+    let (mut accepted, mut duplicates) = (0, 0);
+    for a in &answers {
+        assert_eq!(a.status, 200, "{a:?}");
+        let body = answer_json("a copy", a);
+        accepted += body["accepted"].as_u64().unwrap();
+        duplicates += body["duplicates"].as_u64().unwrap();
+    }
+    assert_eq!(
+        (accepted, duplicates),
+        (EVENTS, (COPIES - 1) * EVENTS),
+        "(accepted, duplicates) over {COPIES} copies at once"
+    );
+    platform
+        .wait_for_lines(&origin_messages("race", 1, EVENTS), DELIVERY)
+        .await;
+    assert!(origins(&platform.events())["racer"]
+        .stored_twice()
+        .is_empty());
 }
