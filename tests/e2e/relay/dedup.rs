@@ -51,6 +51,29 @@ async fn a_repeated_request_is_answered_200_with_duplicates_and_delivered_once()
         .unwrap();
     assert_counts("seqs 3..=5, 3 already held", &overlap, 2, 1);
 
+    assert_eq!(
+        relay
+            .metric(
+                "gapless_source_relay_duplicate_events_total",
+                &[("source", "agents")]
+            )
+            .await,
+        Some(4.0),
+        "events skipped as already held, on /metrics"
+    );
+    // The gauge follows the de-duplication snapshot, about once a second.
+    wait_until(
+        SHORT,
+        "gapless_source_relay_agents 1 on /metrics",
+        async || {
+            relay
+                .metric("gapless_source_relay_agents", &[("source", "agents")])
+                .await
+                == Some(1.0)
+        },
+    )
+    .await;
+
     // Crash: kill -9 of the relay between a request and its repeat: its de-duplication
     // state must come back from disk (snapshot + WAL tail).
     relay.kill9();
