@@ -42,6 +42,19 @@ const KILLS: [Option<usize>; 10] = [
 // durable and before it answered, so that the agent sends the same seqs again.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_agents_and_relay_during_an_outage_leaves_no_origin_seq_missing() {
+    kill_9_of_agents_and_relay(100, 1).await;
+}
+
+// Crash: as above, with four requests of 30 events in flight per agent, so that an
+// agent's batches reach the relay out of order and a kill lands between them.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_with_requests_out_of_order_leaves_no_origin_seq_missing() {
+    kill_9_of_agents_and_relay(30, 4).await;
+}
+
+/// The scenario: `AGENTS` agents, each with a gapless sink of `max_events` events per
+/// request and `concurrency` requests in flight, `KILLS` kills, then the checks.
+async fn kill_9_of_agents_and_relay(max_events: usize, concurrency: usize) {
     let platform = Receiver::start(Mode::Status(503)).await;
     let relay_port = free_port();
     let mut relay = start_relay(&platform, relay_port, &shared_token(TOKEN)).await;
@@ -64,8 +77,8 @@ async fn kill_9_of_agents_and_relay_during_an_outage_leaves_no_origin_seq_missin
                         "relay",
                         &relay_uri(relay_port),
                         &["app"],
-                        100,
-                        &shared_token(TOKEN)
+                        max_events,
+                        &format!("{}\nconcurrency = {concurrency}", shared_token(TOKEN))
                     )
                 ))
                 .start()
