@@ -2,7 +2,9 @@
 //! `agent_tokens_file` binds the request to its agent id (another id is 403), and the file
 //! is re-read when it changes; the shared token may claim any id; a client certificate
 //! binds the request to its subjectAltName DNS names, and without one there is no
-//! connection. A real agent delivers through a relay that requires client certificates.
+//! connection; with both a certificate and per-agent tokens, both must name the agent. A
+//! real agent delivers through a relay that requires client certificates. The shared token
+//! may come from `bearer_token_file`.
 
 use std::collections::BTreeSet;
 
@@ -193,4 +195,102 @@ async fn a_client_certificate_binds_the_agent_id_to_its_dns_name() {
     }) {
         assert_eq!(e["origin_agent_id"], "agent-r", "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_certificate_and_per_agent_tokens_both_must_name_the_agent() {
+    let pki = Pki::new();
+    let platform = Receiver::start(Mode::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.write_server(dir.path());
+    let ca = pki.write_ca(dir.path());
+    let tokens = dir.path().join("agent_tokens");
+    std::fs::write(&tokens, "agent-a token-a\nagent-b token-b\n").unwrap();
+    let port = free_port();
+    let _relay = start_relay(
+        &platform,
+        port,
+        &format!(
+            "tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}\nauth = {{ agent_tokens_file = {} }}",
+            toml_path(&cert),
+            toml_path(&key),
+            toml_path(&ca),
+            toml_path(&tokens)
+        ),
+    )
+    .await;
+    let (a_cert, a_key) = pki.client_pem("agent-a");
+    let with_a_cert = || RelayClient::tls(port, &pki.ca_pem, Some((&a_cert, &a_key)));
+    for (what, token, claim, status) in [
+        ("agent-a's certificate, no token", None, "agent-a", 401),
+        (
+            "agent-a's certificate, a wrong token",
+            Some("nope"),
+            "agent-a",
+            401,
+        ),
+        (
+            "agent-a's certificate, agent-b's token, claiming agent-a",
+            Some("token-b"),
+            "agent-a",
+            403,
+        ),
+        (
+            "agent-a's certificate, agent-b's token, claiming agent-b",
+            Some("token-b"),
+            "agent-b",
+            403,
+        ),
+        (
+            "agent-a's certificate and token, claiming agent-a",
+            Some("token-a"),
+            "agent-a",
+            200,
+        ),
+    ] {
+        let client = match token {
+            Some(t) => with_a_cert().with_token(t),
+            None => with_a_cert(),
+        };
+        let tag = if status == 200 { "both" } else { "refused" };
+        let answer = client.post_range(claim, tag, 1, 2).await;
+        assert_answer(what, &answer, status);
+    }
+    platform
+        .wait_for_lines(&origin_messages("both", 1, 2), DELIVERY)
+        .await;
+    assert!(
+        !platform.events().iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("refused"))),
+        "events of a refused request reached the platform"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_token_is_read_from_bearer_token_file() {
+    let platform = Receiver::start(Mode::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("relay.token");
+    std::fs::write(&token_file, "from-a-file\n").unwrap();
+    let port = free_port();
+    let _relay = start_relay(
+        &platform,
+        port,
+        &format!(
+            "auth = {{ bearer_token_file = {} }}",
+            toml_path(&token_file)
+        ),
+    )
+    .await;
+    let answer = RelayClient::new(port)
+        .with_token("from-a-file")
+        .post_range("filed", "filed", 1, 2)
+        .await;
+    assert_answer("the token of bearer_token_file", &answer, 200);
+    let answer = RelayClient::new(port)
+        .with_token("from-a-fil")
+        .post_range("filed", "refused", 3, 2)
+        .await;
+    assert_answer("another token", &answer, 401);
 }
