@@ -97,10 +97,11 @@ pub fn continuity_headers(agent_id: &str, first: u64, last: u64) -> Vec<(String,
     ]
 }
 
-/// A client of one gapless source: NDJSON bodies, gzip, headers as given.
+/// A client of one gapless source: NDJSON bodies, gzip (by default), headers as given.
 pub struct RelayClient {
     url: String,
     token: Option<String>,
+    gzip: bool,
     http: reqwest::Client,
 }
 
@@ -110,6 +111,7 @@ impl RelayClient {
         RelayClient {
             url: format!("http://127.0.0.1:{port}/"),
             token: None,
+            gzip: true,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -135,6 +137,7 @@ impl RelayClient {
         RelayClient {
             url: format!("https://localhost:{port}/"),
             token: None,
+            gzip: true,
             http: builder.build().expect("an HTTPS client"),
         }
     }
@@ -145,7 +148,15 @@ impl RelayClient {
         self
     }
 
-    /// Posts `lines` as one gzip NDJSON body with these headers.
+    /// Sends bodies as they are, without `Content-Encoding` (big bodies: gzip in a debug
+    /// build is slow).
+    pub fn without_gzip(mut self) -> RelayClient {
+        self.gzip = false;
+        self
+    }
+
+    /// Posts `lines` as one NDJSON body (gzip unless [`RelayClient::without_gzip`]) with
+    /// these headers.
     pub async fn post(
         &self,
         headers: &[(String, String)],
@@ -153,14 +164,18 @@ impl RelayClient {
     ) -> Result<Answer, reqwest::Error> {
         let mut body = lines.join("\n");
         body.push('\n');
-        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-        gz.write_all(body.as_bytes()).expect("gzip in memory");
         let mut req = self
             .http
             .post(&self.url)
-            .header("content-type", "application/x-ndjson")
-            .header("content-encoding", "gzip")
-            .body(gz.finish().expect("gzip in memory"));
+            .header("content-type", "application/x-ndjson");
+        req = if self.gzip {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+            gz.write_all(body.as_bytes()).expect("gzip in memory");
+            req.header("content-encoding", "gzip")
+                .body(gz.finish().expect("gzip in memory"))
+        } else {
+            req.body(body)
+        };
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }

@@ -13,12 +13,14 @@
 //!   each may claim.
 //! - `requests`: what the gapless source refuses (400, 413), and that it keeps running.
 //! - `config`: what `gapless validate` and `gapless run` refuse.
+//! - `memory`: many agents posting big batches at once (not in the contract).
 
 mod auth;
 mod config;
 mod crash;
 mod dedup;
 mod delivery;
+mod memory;
 mod requests;
 mod verify;
 
