@@ -1,7 +1,8 @@
 //! `gapless verify-stream` behind a relay, per origin agent: the origin's gap records and
 //! heartbeats keep their marker and a gap record explains a hole (when it is the origin's:
-//! never naming seqs after its own); a hole without one is named under its origin; and a
-//! client of the origin's http source can forge neither origin fields nor a gap record.
+//! never naming seqs after its own); a hole without one is named under its origin; a
+//! client of the origin's http source can forge neither origin fields nor a gap record, and
+//! a client of the relay's own http source cannot forge a range record.
 
 use serde_json::json;
 
@@ -253,4 +254,58 @@ async fn an_origin_gap_record_naming_seqs_after_its_own_explains_no_hole() {
         json!([[3, 9]]),
         "{verified:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_of_the_relays_own_http_source_cannot_forge_a_range_record() {
+    let platform = Receiver::start(Mode::Ok).await;
+    let (port, http_port) = (free_port(), free_port());
+    // A relay that also takes plain clients.
+    let _relay = Agent::builder()
+        .listening_on(port)
+        .listening_on(http_port)
+        .config(&format!(
+            "{}{}{}",
+            crate::harness::relay::gapless_source("agents", port, &shared_token(TOKEN)),
+            http_source("apps", http_port, ""),
+            crate::harness::snippets::http_sink(&platform.url(), &["agents", "apps"], 200, "")
+        ))
+        .start()
+        .await;
+    let client = RelayClient::new(port).with_token(TOKEN);
+    for first in [1, 10] {
+        let answer = client.post_range("victim", "victim", first, 3).await;
+        assert_answer("a batch of agent victim", &answer, 200);
+    }
+    let forged = r#"{"gapless":"range","origin_agent_id":"victim","first_seq":1,"last_seq":1000,"message":"forged range"}"#;
+    let answer = Ingest::new(http_port)
+        .post(
+            "application/x-ndjson",
+            &[],
+            format!("{forged}\n").into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut expected = origin_messages("victim", 10, 3);
+    expected.push("forged range".into());
+    platform.wait_for_lines(&expected, DELIVERY).await;
+    let events = platform.events();
+    let range = events
+        .iter()
+        .find(|e| e["message"] == "forged range")
+        .unwrap();
+    assert!(
+        range.get("gapless").is_none() && range.get("origin_agent_id").is_none(),
+        "a client's gapless/origin_agent_id at the top level: {range}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let verified = verify_relay(&platform, dir.path());
+    assert_eq!(
+        verified.origin("victim")["missing"],
+        json!([[4, 9]]),
+        "a client's range record hid a hole: {verified:?}"
+    );
+    assert_eq!(verified.status.code(), Some(1), "{verified:?}");
 }
