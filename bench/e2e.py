@@ -315,8 +315,8 @@ def main():
             sys.exit("--outage-gib goes with an http platform sink")
         nats, recv_port, monitor_port = start_nats(work)
         count = lambda _port: nats_count(monitor_port)
-        # One message per event: nothing to compress; whole batches pipelined.
-        delivery = 'compression = "none"\nbatch = { max_events = 20000, max_bytes = "16MiB", timeout = "200ms" }'
+        # One message per event: nothing to compress; up to 1,024 PubAcks in flight.
+        delivery = 'compression = "none"\nbatch = { max_events = 5000, max_bytes = "4MiB", timeout = "200ms" }'
     else:
         count = count_http
         delivery = 'compression = "gzip"\nbatch = { max_events = 5000, max_bytes = "4MiB", timeout = "200ms" }'

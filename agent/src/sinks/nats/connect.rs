@@ -69,13 +69,12 @@ async fn options(name: &str, cfg: &NatsConfig) -> Result<ConnectOptions, Answer>
         }))
 }
 
-/// How many acknowledgements one sink may await at once: every message of `concurrency`
-/// requests of a whole batch each (notices and resends are never larger).
+/// How many acknowledgements one request may await at once: enough to keep the server busy
+/// (a round trip per 1,024 messages), few enough that memory does not grow with the batch
+/// size (each pending ack holds its message in the client's queue and a reply slot).
 pub(super) fn pipeline_depth(cfg: &NatsConfig) -> usize {
-    cfg.delivery
-        .batch_max_events
-        .saturating_mul(cfg.delivery.concurrency)
-        .saturating_add(1024)
+    const MAX_ACKS_IN_FLIGHT: usize = 1024;
+    cfg.delivery.batch_max_events.clamp(1, MAX_ACKS_IN_FLIGHT)
 }
 
 /// Connects to the servers of `url` and makes the JetStream context publishes go through.
