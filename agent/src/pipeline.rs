@@ -63,6 +63,26 @@ pub fn agent_id(config: &Config) -> Result<String> {
     Ok(id)
 }
 
+/// The id of the WAL in `data_dir`, kept in `data_dir/wal_id`: a new one whenever the WAL
+/// is new (nothing appended yet: its seqs start at 1), so that a receiver that remembers
+/// this agent's seqs (a relay) does not take the new WAL's for ones it already has — an
+/// agent whose data_dir was lost, with its `agent_id` in the config, starts again at seq 1.
+pub fn wal_id(data_dir: &Path, wal: &Wal) -> Result<String> {
+    let path = data_dir.join("wal_id");
+    if wal.next_seq() > 1 {
+        match std::fs::read_to_string(&path) {
+            Ok(s) if uuid::Uuid::try_parse(s.trim()).is_ok() => return Ok(s.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("read WAL id", &path, e)),
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    crate::durable::write_atomic(&path, format!("{id}\n").as_bytes())
+        .map_err(|e| Error::io("write WAL id", &path, e))?;
+    Ok(id)
+}
+
 /// Resolves when the sink `name` has stalled: data waits, its cursor has not advanced for
 /// `stall_timeout`, and it is neither backing off nor waiting on a request younger than
 /// `request_timeout` (plus a margin). That is a bug or a hang; the caller restarts the
@@ -129,6 +149,7 @@ struct Core {
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     agent_id: String,
+    wal_id: String,
     host: String,
 }
 
@@ -176,7 +197,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         wal: Arc::new(wal),
         metrics: Arc::new(Metrics::new()),
         agent_id: agent_id(&config)?,
+        wal_id: String::new(),
         host: hostname(),
+    };
+    let core = Core {
+        wal_id: wal_id(&config.data_dir, &core.wal)?,
+        ..core
     };
     tracing::info!(agent_id = %core.agent_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "gapless starting");
 
@@ -350,6 +376,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
     let metrics = &core.metrics;
     let host = &core.host;
     let agent_id = &core.agent_id;
+    let wal_id = &core.wal_id;
     let mut tasks = JoinSet::new();
     // Sinks first, so that their cursors exist before anything is appended.
     let stdin_source = config
@@ -411,6 +438,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
         let metrics = metrics.clone();
         let shutdown = shutdown_rx.clone();
         let agent_id = agent_id.clone();
+        let wal_id = wal_id.clone();
         let dead_letter_dir = config.data_dir.join("dead-letter").join(&name);
         let shutdown_timeout = config.shutdown_timeout;
         tasks.spawn(async move {
@@ -431,6 +459,7 @@ fn start(config: &Config, core: &Core, api_state: &Arc<ApiState>) -> Result<Comp
                     cursor,
                     inputs: inputs.clone(),
                     agent_id: agent_id.clone(),
+                    wal_id: wal_id.clone(),
                     dead_letter_dir: dead_letter_dir.clone(),
                     shutdown: shutdown.clone(),
                     shutdown_timeout,

@@ -352,8 +352,8 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         }
         "gapless" => {
             refuse_keys(c, "sources", name, "gapless", &file_keys)?;
-            refuse_keys(c, "sources", name, "gapless", &syslog_keys[..2])?;
-            refuse_keys(c, "sources", name, "gapless", &syslog_keys[3..])?;
+            refuse_keys(c, "sources", name, "gapless", &syslog_keys[..3])?;
+            refuse_keys(c, "sources", name, "gapless", &syslog_keys[4..])?;
             validate_gapless(name, s, c).map(SourceConfig::Gapless)
         }
         "journald" => {

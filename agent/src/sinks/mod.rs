@@ -41,6 +41,9 @@ pub struct SinkContext {
     pub inputs: HashSet<String>,
     /// This agent's id (for continuity headers).
     pub agent_id: String,
+    /// The id of this agent's WAL, new with every new WAL (`Gapless-Wal-Id`): its seqs
+    /// start again at 1, and a receiver must not take them for seqs it already has.
+    pub wal_id: String,
     /// `data_dir/dead-letter/<sink>/`.
     pub dead_letter_dir: PathBuf,
     /// Becomes `true` on shutdown: finish in-flight work, start nothing new.

@@ -126,7 +126,8 @@ impl<P: Platform> Replay<P> {
             .request(&self.client, outgoing)
             .await
             .map_err(|e| e.why)?;
-        let builder = with_body(builder, request, &self.agent_id, self.encoder.gzip)
+        // No Gapless-Wal-Id: a replay is not part of the WAL's stream.
+        let builder = with_body(builder, request, (&self.agent_id, ""), self.encoder.gzip)
             .header("gapless-replay", "dead-letter");
         let response = builder
             .send()

@@ -32,6 +32,7 @@ pub(super) struct Sender<P> {
     pub cfg: DeliveryConfig,
     pub client: reqwest::Client,
     pub agent_id: String,
+    pub wal_id: String,
     pub metrics: Arc<Metrics>,
     pub dead_letter_dir: std::path::PathBuf,
     pub shutdown: watch::Receiver<bool>,
@@ -387,7 +388,12 @@ impl<P: Platform> Sender<P> {
                 }
             }
         };
-        let builder = with_body(builder, request, &self.agent_id, self.cfg.gzip);
+        let builder = with_body(
+            builder,
+            request,
+            (&self.agent_id, &self.wal_id),
+            self.cfg.gzip,
+        );
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -654,9 +660,14 @@ pub(super) fn outgoing<'a>(
 pub(super) fn with_body(
     builder: reqwest::RequestBuilder,
     request: &Request,
-    agent_id: &str,
+    (agent_id, wal_id): (&str, &str),
     gzip: bool,
 ) -> reqwest::RequestBuilder {
+    let builder = if wal_id.is_empty() {
+        builder
+    } else {
+        builder.header("gapless-wal-id", wal_id)
+    };
     let builder = builder
         .header("idempotency-key", request.key.as_str())
         .header("gapless-agent-id", agent_id)

@@ -37,9 +37,25 @@ pub struct AgentSeen {
     ranges: BTreeMap<u64, u64>,
     /// When the agent was last heard from, Unix seconds.
     last_seen: u64,
+    /// The agent's WAL (`Gapless-Wal-Id`) these seqs are of.
+    #[serde(default)]
+    wal_id: String,
 }
 
 impl AgentSeen {
+    /// Makes these the seqs of WAL `wal_id`: another WAL than the one they were of (the
+    /// agent lost its data_dir and counts from 1 again) forgets them, so that its seqs are
+    /// never taken for ones already held.
+    pub fn of_wal(&mut self, wal_id: &str, agent: &str) {
+        if self.wal_id != wal_id {
+            if !self.ranges.is_empty() {
+                tracing::warn!(agent, previous_wal = %self.wal_id, wal = wal_id, "relay: this agent has a new WAL (its seqs start again); what it sent before is forgotten for de-duplication");
+            }
+            self.ranges.clear();
+            self.wal_id = wal_id.to_string();
+        }
+    }
+
     /// Whether `seq` is held.
     pub fn contains(&self, seq: u64) -> bool {
         self.ranges
@@ -151,6 +167,7 @@ impl Dedup {
                 Arc::new(tokio::sync::Mutex::new(AgentSeen {
                     ranges: BTreeMap::new(),
                     last_seen: now_secs(),
+                    wal_id: String::new(),
                 }))
             })
             .clone()
@@ -265,6 +282,17 @@ mod tests {
         s.insert(3);
         s.insert(4);
         assert_eq!(s.ranges(), vec![(1, 7), (10, 10)]);
+    }
+
+    #[test]
+    fn a_new_wal_of_the_same_agent_starts_afresh() {
+        let mut s = AgentSeen::default();
+        s.of_wal("w1", "a");
+        s.insert(1);
+        s.of_wal("w1", "a");
+        assert!(s.contains(1));
+        s.of_wal("w2", "a");
+        assert!(!s.contains(1), "seq 1 of a new WAL is a new event");
     }
 
     #[test]

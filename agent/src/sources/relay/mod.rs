@@ -55,7 +55,14 @@ struct Relay {
     agent_tokens: AgentTokens,
     seen: Dedup,
     prefix: Vec<u8>,
+    /// Requests whose bodies are read and worked on at once: the relay's memory is bounded
+    /// by it and `max_body_bytes`, not by how many agents send at once (the others wait,
+    /// their bodies unread).
+    working: tokio::sync::Semaphore,
 }
+
+/// How many requests a relay source reads and works on at once.
+pub const REQUESTS_AT_ONCE: usize = 8;
 
 /// Serves the relay source until shutdown.
 pub async fn run(
@@ -97,6 +104,7 @@ pub async fn run(
         agent_tokens: AgentTokens::new(config.agent_tokens_file.clone()),
         seen,
         prefix,
+        working: tokio::sync::Semaphore::new(REQUESTS_AT_ONCE),
     });
     // The de-duplication snapshot, about once a second while requests come.
     let snapshots = {
@@ -214,11 +222,16 @@ fn busy(reason: &str, retry_after_secs: u32) -> Response {
 async fn ingest(
     State(relay): State<Arc<Relay>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
+    let headers = request.headers().clone();
+    // The body is read only with a permit: memory does not grow with the senders.
+    let permit = relay.working.acquire().await;
+    let body: Result<Bytes, BytesRejection> =
+        <Bytes as axum::extract::FromRequest<()>>::from_request(request, &()).await;
     let resp = match body {
         Ok(body) => ingest_inner(&relay, &peer, &headers, body).await,
+        // Over `max_body_bytes` by its Content-Length, or while a chunked body was read.
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -228,6 +241,7 @@ async fn ingest(
         ),
         Err(e) => answer(e.status(), e.body_text()),
     };
+    drop(permit);
     if !resp.status().is_success() {
         relay
             .ctx
@@ -393,6 +407,10 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
     let state = relay.seen.agent(agent);
     let mut seen = state.lock().await;
     Dedup::touch(&mut seen);
+    // Without the header (a dead letter replayed), the WAL the relay knows.
+    if let Some(wal_id) = header_str(headers, "gapless-wal-id").filter(|w| !w.is_empty()) {
+        seen.of_wal(wal_id, agent);
+    }
     let mut batch =
         AppendBatch::with_capacity(events.len() + 1, body.len() + events.len() * 64 + 256);
     let mut fresh = Vec::with_capacity(events.len());
