@@ -47,6 +47,12 @@ impl AgentSeen {
     /// agent lost its data_dir and counts from 1 again) forgets them, so that its seqs are
     /// never taken for ones already held.
     pub fn of_wal(&mut self, wal_id: &str, agent: &str) {
+        // Seqs learnt from the WAL alone (the agent was first heard from after the last
+        // snapshot) do not say which WAL they are of: they are taken to be this one's.
+        if self.wal_id.is_empty() {
+            self.wal_id = wal_id.to_string();
+            return;
+        }
         if self.wal_id != wal_id {
             if !self.ranges.is_empty() {
                 tracing::warn!(agent, previous_wal = %self.wal_id, wal = wal_id, "relay: this agent has a new WAL (its seqs start again); what it sent before is forgotten for de-duplication");
@@ -287,8 +293,9 @@ mod tests {
     #[test]
     fn a_new_wal_of_the_same_agent_starts_afresh() {
         let mut s = AgentSeen::default();
-        s.of_wal("w1", "a");
         s.insert(1);
+        s.of_wal("w1", "a");
+        assert!(s.contains(1), "seqs learnt from the WAL alone are kept");
         s.of_wal("w1", "a");
         assert!(s.contains(1));
         s.of_wal("w2", "a");

@@ -58,7 +58,7 @@ struct Relay {
     /// Requests whose bodies are read and worked on at once: the relay's memory is bounded
     /// by it and `max_body_bytes`, not by how many agents send at once (the others wait,
     /// their bodies unread).
-    working: tokio::sync::Semaphore,
+    working: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many requests a relay source reads and works on at once.
@@ -104,7 +104,7 @@ pub async fn run(
         agent_tokens: AgentTokens::new(config.agent_tokens_file.clone()),
         seen,
         prefix,
-        working: tokio::sync::Semaphore::new(REQUESTS_AT_ONCE),
+        working: Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE)),
     });
     // The de-duplication snapshot, about once a second while requests come.
     let snapshots = {
@@ -226,11 +226,30 @@ async fn ingest(
 ) -> Response {
     let headers = request.headers().clone();
     // The body is read only with a permit: memory does not grow with the senders.
-    let permit = relay.working.acquire().await;
+    let permit = relay.working.clone().acquire_owned().await;
     let body: Result<Bytes, BytesRejection> =
         <Bytes as axum::extract::FromRequest<()>>::from_request(request, &()).await;
     let resp = match body {
-        Ok(body) => ingest_inner(&relay, &peer, &headers, body).await,
+        Ok(body) => {
+            // Once read, a request runs to its end even if the agent goes away meanwhile
+            // (its connection closed, it was killed): an append it started is then recorded
+            // as held, or the agent's resend would be stored twice.
+            let (r, p, h) = (relay.clone(), peer.clone(), headers.clone());
+            let work = tokio::spawn(async move {
+                let _permit = permit;
+                ingest_inner(&r, &p, &h, body).await
+            });
+            match work.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!(source = %relay.ctx.name, error = %e, "relay: a request's work failed");
+                    answer(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the events could not be stored; retry",
+                    )
+                }
+            }
+        }
         // Over `max_body_bytes` by its Content-Length, or while a chunked body was read.
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => answer(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -241,7 +260,6 @@ async fn ingest(
         ),
         Err(e) => answer(e.status(), e.body_text()),
     };
-    drop(permit);
     if !resp.status().is_success() {
         relay
             .ctx
