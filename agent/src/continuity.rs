@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ};
+use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ, ORIGIN_WAL_ID};
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone, Default)]
@@ -158,23 +158,31 @@ pub fn check(batches: &[ReceivedBatch], seq_field: &str, from: Option<u64>) -> S
     report
 }
 
-/// Checks each origin agent of a stream that came through a relay: per `origin_agent_id`,
-/// its events by `origin_seq`, its gap records, and the relay's range records. Empty when
+/// Checks each origin agent of a stream that came through a relay: per `origin_agent_id`
+/// and `origin_wal_id`, its events by `origin_seq`, its gap records, and the relay's range
+/// records (a "range" record carrying an `origin_seq` is not the relay's and covers nothing). Empty when
 /// no event came through a relay.
 pub fn check_origins(batches: &[ReceivedBatch]) -> BTreeMap<String, StreamReport> {
-    let mut per: BTreeMap<String, Vec<ReceivedBatch>> = BTreeMap::new();
+    let mut per: BTreeMap<(String, String), Vec<ReceivedBatch>> = BTreeMap::new();
     for b in batches {
         for e in &b.events {
-            let Some(origin) = e.get(ORIGIN_AGENT_ID).and_then(Value::as_str) else {
+            let Some(agent) = e.get(ORIGIN_AGENT_ID).and_then(Value::as_str) else {
                 continue;
             };
-            let batches = per.entry(origin.to_string()).or_insert_with(|| {
-                vec![ReceivedBatch {
-                    seq_range: None,
-                    events: Vec::new(),
-                }]
-            });
-            if e.get(GAPLESS).and_then(Value::as_str) == Some("range") {
+            // Each WAL of an agent is a stream of its own (its seqs start at 1).
+            let wal = e.get(ORIGIN_WAL_ID).and_then(Value::as_str).unwrap_or("");
+            let batches = per
+                .entry((agent.to_string(), wal.to_string()))
+                .or_insert_with(|| {
+                    vec![ReceivedBatch {
+                        seq_range: None,
+                        events: Vec::new(),
+                    }]
+                });
+            // A range record is the relay's: it carries no origin seq.
+            if e.get(GAPLESS).and_then(Value::as_str) == Some("range")
+                && e.get(ORIGIN_SEQ).is_none()
+            {
                 if let (Some(a), Some(z)) = (
                     e.get("first_seq").and_then(Value::as_u64),
                     e.get("last_seq").and_then(Value::as_u64),
@@ -191,8 +199,20 @@ pub fn check_origins(batches: &[ReceivedBatch]) -> BTreeMap<String, StreamReport
             batches[0].events.push(e.clone());
         }
     }
+    let mut wals: BTreeMap<String, usize> = BTreeMap::new();
+    for (agent, _) in per.keys() {
+        *wals.entry(agent.clone()).or_default() += 1;
+    }
     per.into_iter()
-        .map(|(origin, batches)| (origin, check(&batches, ORIGIN_SEQ, None)))
+        .map(|((agent, wal), batches)| {
+            // An agent with one WAL is named by its id alone; one with several, per WAL.
+            let name = if wals.get(&agent).copied().unwrap_or(0) > 1 {
+                format!("{agent} (WAL {wal})")
+            } else {
+                agent
+            };
+            (name, check(&batches, ORIGIN_SEQ, None))
+        })
         .collect()
 }
 
@@ -278,6 +298,23 @@ mod tests {
             events,
         }];
         assert_eq!(check_origins(&batches)["a"].missing, vec![(3, 5)]);
+    }
+
+    #[test]
+    fn each_wal_of_an_origin_is_its_own_stream_and_forged_ranges_cover_nothing() {
+        let ev = |seq: u64, wal: &str, oseq: u64| json!({"seq": seq, "origin_agent_id": "a", "origin_wal_id": wal, "origin_seq": oseq});
+        // WAL w1 sent 1..=3; the host lost its data_dir, WAL w2 sent 1 and 3: 2 is missing,
+        // and w1's seq 2 does not cover it.
+        let mut events = vec![ev(1, "w1", 1), ev(2, "w1", 2), ev(3, "w1", 3)];
+        events.extend([ev(4, "w2", 1), ev(5, "w2", 3)]);
+        // An agent's own "range" record (it carries an origin seq): not the relay's.
+        events.push(json!({"seq": 6, "origin_agent_id": "a", "origin_wal_id": "w2", "origin_seq": 4, "gapless": "range", "first_seq": 1, "last_seq": 100}));
+        let origins = check_origins(&[ReceivedBatch {
+            seq_range: None,
+            events,
+        }]);
+        assert!(origins["a (WAL w1)"].is_continuous());
+        assert_eq!(origins["a (WAL w2)"].missing, vec![(2, 2)]);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const ORIGIN_AGENT_ID: &str = "origin_agent_id";
 /// On a relay, the event's seq at the agent it came from.
 pub const ORIGIN_SEQ: &str = "origin_seq";
 
+/// On a relay, the id of the agent's WAL the event came from (`Gapless-Wal-Id`): an agent
+/// that lost its data_dir counts from seq 1 again in a new WAL.
+pub const ORIGIN_WAL_ID: &str = "origin_wal_id";
+
 /// The time field of Elasticsearch data streams.
 pub const ES_TIMESTAMP: &str = "@timestamp";
 
@@ -81,6 +85,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "error",
     // What a relay adds to the events it passes on.
     ORIGIN_AGENT_ID,
+    ORIGIN_WAL_ID,
     ORIGIN_SEQ,
     // Heartbeats.
     "agent_id",
@@ -101,11 +106,17 @@ impl ReservedFields {
     /// `gapless`, `client_fields`, the relay's `origin_agent_id` and `origin_seq`, and these
     /// seq fields.
     pub fn new<'a>(seq_fields: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<String> = [GAPLESS, CLIENT_FIELDS, ORIGIN_AGENT_ID, ORIGIN_SEQ]
-            .into_iter()
-            .chain(seq_fields)
-            .map(str::to_string)
-            .collect();
+        let mut names: Vec<String> = [
+            GAPLESS,
+            CLIENT_FIELDS,
+            ORIGIN_AGENT_ID,
+            ORIGIN_SEQ,
+            ORIGIN_WAL_ID,
+        ]
+        .into_iter()
+        .chain(seq_fields)
+        .map(str::to_string)
+        .collect();
         names.sort_unstable();
         names.dedup();
         ReservedFields { names }
@@ -161,6 +172,7 @@ mod tests {
                 "n",
                 "origin_agent_id",
                 "origin_seq",
+                "origin_wal_id",
                 "seq"
             ]
         );

@@ -607,6 +607,16 @@ fn validate_gapless(
             "a relay takes requests only from authenticated agents: set auth.bearer_token_file (shared by all agents), auth.agent_tokens_file (one token per agent id) or tls.ca_file (client certificates)",
         ));
     }
+    if auth
+        .bearer_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(c.err(
+            &["sources", name, "auth", "bearer_token"],
+            "must not be empty",
+        ));
+    }
     let dedup_window = s
         .dedup_window
         .map_or(Duration::from_secs(24 * 3600), |d| d.0);

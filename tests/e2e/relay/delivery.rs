@@ -70,6 +70,12 @@ async fn origin_events_arrive_with_origin_fields_in_order_and_the_relays_own_seq
         let fields = expected.as_object_mut().unwrap();
         fields.remove("seq");
         fields.insert("origin_agent_id".into(), json!("agent-one"));
+        // The origin's WAL (its Gapless-Wal-Id): the same on every event of one WAL.
+        let wal_id = e["origin_wal_id"]
+            .as_str()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| panic!("no origin_wal_id: {raw}"));
+        fields.insert("origin_wal_id".into(), json!(wal_id));
         fields.insert("origin_seq".into(), json!(origin_seq));
         fields.insert("seq".into(), e["seq"].clone());
         assert_eq!(
@@ -82,6 +88,7 @@ async fn origin_events_arrive_with_origin_fields_in_order_and_the_relays_own_seq
         let mut keys = vec![
             "seq".to_string(),
             "origin_agent_id".into(),
+            "origin_wal_id".into(),
             "origin_seq".into(),
         ];
         keys.extend(top_level_keys(original).into_iter().skip(1));

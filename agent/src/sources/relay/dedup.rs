@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_json::ClientObject;
 use crate::event::split_payload;
-use crate::reserved::{ORIGIN_AGENT_ID, ORIGIN_SEQ};
+use crate::reserved::{ORIGIN_AGENT_ID, ORIGIN_SEQ, ORIGIN_WAL_ID};
 
 /// The most agents remembered.
 pub const MAX_AGENTS: usize = 100_000;
@@ -167,6 +167,17 @@ impl Dedup {
     /// The state of `agent`, to be locked for the whole of one request.
     pub fn agent(&self, agent: &str) -> Arc<tokio::sync::Mutex<AgentSeen>> {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if agents.len() >= MAX_AGENTS && !agents.contains_key(agent) {
+            // Full: the agent heard from least recently is forgotten (an agent at work
+            // holds its lock and is kept).
+            let oldest = agents
+                .iter()
+                .filter_map(|(k, a)| a.try_lock().ok().map(|a| (a.last_seen, k.clone())))
+                .min();
+            if let Some((_, k)) = oldest {
+                agents.remove(&k);
+            }
+        }
         agents
             .entry(agent.to_string())
             .or_insert_with(|| {
@@ -258,8 +269,14 @@ fn learn_from_wal(
             let seq = object
                 .get(ORIGIN_SEQ)
                 .and_then(|v| v.get().parse::<u64>().ok());
+            let wal_id = object
+                .get(ORIGIN_WAL_ID)
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
             if let (Some(agent), Some(seq)) = (agent, seq) {
                 let seen = agents.entry(agent).or_default();
+                if let Some(wal_id) = &wal_id {
+                    seen.of_wal(wal_id, "");
+                }
                 seen.insert(seq);
                 seen.last_seen = seen.last_seen.max(now_secs());
                 learned += 1;

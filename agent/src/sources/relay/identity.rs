@@ -196,6 +196,13 @@ impl AgentTokens {
                     tokens: Arc::new(map),
                 };
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A deleted file revokes its tokens.
+                if !cached.tokens.is_empty() {
+                    tracing::error!(path = %path.display(), "relay: agent_tokens_file is gone; no per-agent token is valid until it is back");
+                }
+                *cached = TokenCache::default();
+            }
             Err(e) => {
                 // Keep the tokens last read: a file being replaced must not lock agents out.
                 tracing::error!(path = %path.display(), error = %e, "relay: cannot read agent_tokens_file; keeping the tokens last read");

@@ -15,10 +15,12 @@
 //! checks each origin agent).
 //!
 //! Answers: 200 `{"accepted":n,"duplicates":d}`; 400 a request that is not a gapless
-//! sink's (headers, a line that is not an object with an integer `seq` inside the range,
-//! seqs not increasing, an event that already carries origin fields); 401 missing or wrong
-//! credentials; 403 an agent id the credentials may not speak for; 413 over
-//! `max_body_bytes`; 503 with `Retry-After` when the WAL or the disk is full.
+//! sink's (headers, a line that is not an object with one integer `seq` inside the range,
+//! seqs not increasing, an event that already carries origin fields, a `gapless` marker
+//! other than `gap`/`heartbeat`); 401 missing or wrong credentials (checked before the body
+//! is read); 403 an agent id the credentials may not speak for; 408 a body that did not
+//! arrive within 30 s; 413 over `max_body_bytes`; 415 an unknown `Content-Encoding`; 503
+//! with `Retry-After` when the WAL or the disk is full; 500 when an append failed otherwise.
 
 pub mod dedup;
 pub mod identity;
@@ -27,7 +29,6 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,11 +43,15 @@ use crate::client_json::{self, ClientObject, Item};
 use crate::config::GaplessSourceConfig;
 use crate::event::{write_json_str, Timestamp};
 use crate::metrics::SourceLabel;
-use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ};
+use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ, ORIGIN_WAL_ID};
 use crate::sources::SourceContext;
 
 /// The longest agent id taken.
 const MAX_AGENT_ID: usize = 256;
+/// The longest `Gapless-Wal-Id` taken (an agent sends a UUID).
+const MAX_WAL_ID: usize = 64;
+/// How long the body of a request may take to arrive once its turn came.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Relay {
     ctx: SourceContext,
@@ -90,6 +95,9 @@ pub async fn run(
                 crate::Error::io("load relay state", &ctx.state_dir, std::io::Error::other(e))
             })?
     };
+    if wal.options().durability != gapless_wal::Durability::Always {
+        tracing::warn!(source = %ctx.name, "wal.durability is not \"always\": this relay answers agents 200 before their events are synced, so a power cut of the relay may lose events the agents no longer hold");
+    }
     let listener = tokio::net::TcpListener::bind(config.address)
         .await
         .map_err(|e| crate::Error::io("bind gapless source", config.address.to_string(), e))?;
@@ -225,19 +233,53 @@ async fn ingest(
     request: axum::extract::Request,
 ) -> Response {
     let headers = request.headers().clone();
-    // The body is read only with a permit: memory does not grow with the senders.
-    let permit = relay.working.clone().acquire_owned().await;
-    let body: Result<Bytes, BytesRejection> =
-        <Bytes as axum::extract::FromRequest<()>>::from_request(request, &()).await;
-    let resp = match body {
+    let resp = match admit(&relay, &peer, &headers) {
+        Ok(admitted) => read_and_store(&relay, admitted, headers, request).await,
+        Err(refusal) => refusal.into_response(),
+    };
+    if !resp.status().is_success() {
+        relay
+            .ctx
+            .metrics
+            .source_rejected
+            .get_or_create(&relay.label())
+            .inc();
+        tracing::debug!(source = %relay.ctx.name, peer = %peer.addr, status = resp.status().as_u16(), "relay: request refused");
+    }
+    resp
+}
+
+/// Reads the body of an admitted request — with a permit, so that the relay's memory does
+/// not grow with the agents sending at once, and within [`BODY_TIMEOUT`] — and stores it.
+async fn read_and_store(
+    relay: &Arc<Relay>,
+    admitted: Admitted,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let Ok(permit) = relay.working.clone().acquire_owned().await else {
+        return busy("the relay is shutting down", 5);
+    };
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        <Bytes as axum::extract::FromRequest<()>>::from_request(request, &()),
+    )
+    .await;
+    let Ok(body) = body else {
+        return answer(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+        );
+    };
+    match body {
         Ok(body) => {
             // Once read, a request runs to its end even if the agent goes away meanwhile
             // (its connection closed, it was killed): an append it started is then recorded
             // as held, or the agent's resend would be stored twice.
-            let (r, p, h) = (relay.clone(), peer.clone(), headers.clone());
+            let r = relay.clone();
             let work = tokio::spawn(async move {
                 let _permit = permit;
-                ingest_inner(&r, &p, &h, body).await
+                ingest_inner(&r, &admitted, &headers, body).await
             });
             match work.await {
                 Ok(resp) => resp,
@@ -259,19 +301,7 @@ async fn ingest(
             ),
         ),
         Err(e) => answer(e.status(), e.body_text()),
-    };
-    if !resp.status().is_success() {
-        relay
-            .ctx
-            .metrics
-            .source_rejected
-            .get_or_create(&SourceLabel {
-                source: relay.ctx.encoder.source().to_string(),
-            })
-            .inc();
-        tracing::debug!(source = %relay.ctx.name, peer = %peer.addr, status = resp.status().as_u16(), "relay: request refused");
     }
-    resp
 }
 
 /// Which agent ids a request may speak for: `None` any; `Some(ids)` those. `Err`: the
@@ -318,19 +348,28 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(str::trim)
 }
 
-async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Bytes) -> Response {
-    let allowed = match speaker(relay, peer, headers) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    let Some(agent) = header_str(headers, "gapless-agent-id").filter(|a| !a.is_empty()) else {
-        return answer(
+/// What the headers of an admitted request say.
+struct Admitted {
+    agent: String,
+    first: u64,
+    last: u64,
+    /// `Gapless-Wal-Id`, when sent.
+    wal_id: Option<String>,
+}
+
+/// The checks a request's headers must pass before its body is read: credentials, the
+/// agent id they may speak for, the seq range.
+fn admit(relay: &Relay, peer: &Peer, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+    let allowed = speaker(relay, peer, headers)?;
+    let refuse = |status: StatusCode, why: String| Err(Refusal(status, why));
+    let Some(agent) = header_utf8(headers, "gapless-agent-id").filter(|a| !a.is_empty()) else {
+        return refuse(
             StatusCode::BAD_REQUEST,
-            "missing Gapless-Agent-Id: a relay takes the requests of a `gapless` sink",
+            "missing Gapless-Agent-Id: a relay takes the requests of a `gapless` sink".into(),
         );
     };
     if agent.len() > MAX_AGENT_ID || agent.chars().any(char::is_control) {
-        return answer(
+        return refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "Gapless-Agent-Id must be at most {MAX_AGENT_ID} bytes without control characters"
@@ -344,7 +383,7 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
             } else {
                 allowed.join(", ")
             };
-            return answer(
+            return refuse(
                 StatusCode::FORBIDDEN,
                 format!("these credentials speak for {names}, not for agent {agent:?}"),
             );
@@ -355,11 +394,43 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
         .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
         .filter(|(a, b)| a <= b);
     let Some((first, last)) = range else {
-        return answer(
+        return refuse(
             StatusCode::BAD_REQUEST,
-            "missing or invalid Gapless-Seq-Range (\"<first>-<last>\")",
+            "missing or invalid Gapless-Seq-Range (\"<first>-<last>\")".into(),
         );
     };
+    let wal_id = header_str(headers, "gapless-wal-id").filter(|w| !w.is_empty());
+    if wal_id.is_some_and(|w| {
+        w.len() > MAX_WAL_ID || w.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+    }) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("Gapless-Wal-Id must be at most {MAX_WAL_ID} plain characters"),
+        );
+    }
+    Ok(Admitted {
+        agent: agent.to_string(),
+        first,
+        last,
+        wal_id: wal_id.map(str::to_string),
+    })
+}
+
+/// A header as UTF-8 text (an agent id may be any text), trimmed.
+fn header_utf8<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .map(str::trim)
+}
+
+async fn ingest_inner(
+    relay: &Relay,
+    admitted: &Admitted,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (agent, first, last) = (admitted.agent.as_str(), admitted.first, admitted.last);
     let body = match decode(relay, headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -414,8 +485,8 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
                 format!("line {at}: seq {seq} does not follow the line before"),
             );
         }
-        if object.get(ORIGIN_AGENT_ID).is_some() || object.get(ORIGIN_SEQ).is_some() {
-            return answer(StatusCode::BAD_REQUEST, format!("line {at}: an event already carrying {ORIGIN_AGENT_ID}/{ORIGIN_SEQ} (an event relayed twice); one relay hop is supported"));
+        if let Some(why) = not_an_agents_record(&object) {
+            return answer(StatusCode::BAD_REQUEST, format!("line {at}: {why}"));
         }
         events.push((seq, object));
     }
@@ -426,7 +497,7 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
     let mut seen = state.lock().await;
     Dedup::touch(&mut seen);
     // Without the header (a dead letter replayed), the WAL the relay knows.
-    if let Some(wal_id) = header_str(headers, "gapless-wal-id").filter(|w| !w.is_empty()) {
+    if let Some(wal_id) = &admitted.wal_id {
         seen.of_wal(wal_id, agent);
     }
     let mut batch =
@@ -434,15 +505,21 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
     let mut fresh = Vec::with_capacity(events.len());
     let mut agent_json = Vec::with_capacity(agent.len() + 2);
     write_json_str(&mut agent_json, agent);
+    // `"<agent id>"` and, when the agent named its WAL, `,"origin_wal_id":"<id>"`.
+    let mut origin = agent_json.clone();
+    if let Some(wal_id) = &admitted.wal_id {
+        origin.extend_from_slice(format!(",\"{ORIGIN_WAL_ID}\":").as_bytes());
+        write_json_str(&mut origin, wal_id);
+    }
     for (seq, object) in &events {
         if seen.contains(*seq) {
             continue;
         }
         fresh.push(*seq);
-        batch.push_with(|buf| write_relayed(buf, &relay.prefix, &agent_json, *seq, object));
+        batch.push_with(|buf| write_relayed(buf, &relay.prefix, &origin, *seq, object));
     }
     let duplicates = lines - fresh.len() as u64;
-    if lines < last - first + 1 {
+    if lines <= last - first {
         // After the events: stored only if they are.
         let ts = Timestamp::now();
         batch.push_with(|buf| {
@@ -450,7 +527,7 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
             buf.extend_from_slice(
                 format!("{{\"{GAPLESS}\":\"range\",\"{ORIGIN_AGENT_ID}\":").as_bytes(),
             );
-            buf.extend_from_slice(&agent_json);
+            buf.extend_from_slice(&origin);
             buf.extend_from_slice(
                 format!(
                     ",\"first_seq\":{first},\"last_seq\":{last},\"timestamp\":\"{}\"}}",
@@ -502,6 +579,39 @@ async fn ingest_inner(relay: &Relay, peer: &Peer, headers: &HeaderMap, body: Byt
     }
 }
 
+/// Why an object is not a record an agent's `gapless` sink sends, if it is not: a repeated
+/// `seq` or `gapless`, origin fields (an event relayed twice: one hop is supported), or a
+/// `gapless` marker the agent does not write (only `gap` and `heartbeat`; `range` records
+/// are the relay's own).
+fn not_an_agents_record(object: &ClientObject<'_>) -> Option<String> {
+    let mut seqs = 0;
+    let mut markers = 0;
+    for name in object.names() {
+        match name.as_deref() {
+            Some("seq") => seqs += 1,
+            Some(GAPLESS) => markers += 1,
+            Some(n @ (ORIGIN_AGENT_ID | ORIGIN_SEQ | ORIGIN_WAL_ID)) => {
+                return Some(format!(
+                    "an event already carrying {n} (an event relayed twice); one relay hop is supported"
+                ))
+            }
+            _ => {}
+        }
+    }
+    if seqs > 1 || markers > 1 {
+        return Some("a repeated top-level \"seq\" or \"gapless\"".into());
+    }
+    let marker = object
+        .get(GAPLESS)
+        .map(|v| serde_json::from_str::<String>(v.get()).unwrap_or_default());
+    match marker.as_deref() {
+        None | Some("gap") | Some("heartbeat") => None,
+        Some(other) => Some(format!(
+            "\"gapless\":{other:?} is not a record an agent writes (gap, heartbeat)"
+        )),
+    }
+}
+
 /// The body, gunzipped when it says so, within `max_body_bytes`.
 fn decode(relay: &Relay, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
     let encoding = header_str(headers, header::CONTENT_ENCODING.as_str())
@@ -537,12 +647,13 @@ fn decode(relay: &Relay, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Re
     }
 }
 
-/// One relayed event's WAL payload: the source prefix, then
-/// `{"origin_agent_id":<id>,"origin_seq":<seq>, <the agent's fields but its seq>}`.
+/// One relayed event's WAL payload: the source prefix, then `{"origin_agent_id":<id>,
+/// "origin_wal_id":<id>,"origin_seq":<seq>, <the agent's fields but its seq>}` (`origin` is
+/// the first two, written once per request).
 fn write_relayed(
     buf: &mut Vec<u8>,
     prefix: &[u8],
-    agent_json: &[u8],
+    origin: &[u8],
     seq: u64,
     object: &ClientObject<'_>,
 ) {
@@ -550,7 +661,7 @@ fn write_relayed(
     buf.extend_from_slice(b"{\"");
     buf.extend_from_slice(ORIGIN_AGENT_ID.as_bytes());
     buf.extend_from_slice(b"\":");
-    buf.extend_from_slice(agent_json);
+    buf.extend_from_slice(origin);
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(ORIGIN_SEQ.as_bytes());
     buf.extend_from_slice(b"\":");
