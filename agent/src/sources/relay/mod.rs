@@ -235,8 +235,25 @@ async fn ingest(
     let headers = request.headers().clone();
     let resp = match admit(&relay, &peer, &headers) {
         Ok(admitted) => read_and_store(&relay, admitted, headers, request).await,
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            // Read what the client is still sending (without keeping it), so that it gets
+            // the answer rather than a connection reset in the middle of its body.
+            drain(request.into_body(), relay.max_body_bytes).await;
+            refusal.into_response()
+        }
     };
+    let mut resp = resp;
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The body may not have been read to its end: the connection cannot carry another
+        // request, and the client must know not to reuse it.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     if !resp.status().is_success() {
         relay
             .ctx
@@ -247,6 +264,22 @@ async fn ingest(
         tracing::debug!(source = %relay.ctx.name, peer = %peer.addr, status = resp.status().as_u16(), "relay: request refused");
     }
     resp
+}
+
+/// Reads and drops a refused request's body: up to `limit` bytes, within [`BODY_TIMEOUT`].
+async fn drain(body: axum::body::Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(BODY_TIMEOUT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > limit {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads the body of an admitted request — with a permit, so that the relay's memory does
