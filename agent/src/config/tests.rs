@@ -552,3 +552,17 @@ fn nats_sink_errors_name_the_key() {
         assert!(e.line.is_some(), "{sink}: {e}");
     }
 }
+
+#[test]
+fn an_agent_id_that_cannot_travel_in_a_header_is_refused_naming_the_key() {
+    for id in ["wéb-1", "web 1", "tab\tid"] {
+        let text = format!("agent_id = {id:?}\n");
+        let e = err(&text).to_string();
+        assert!(
+            e.contains("agent_id") && e.contains("visible ASCII"),
+            "{id:?}: {e}"
+        );
+    }
+    let fine = format!("agent_id = \"web-17.fleet_a\"\n{EXAMPLE}");
+    assert!(Config::parse_with_env(&fine, env).is_ok());
+}

@@ -44,6 +44,12 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<ConfigE
     if let Some(id) = &raw.agent_id {
         if id.trim().is_empty() {
             errors.push(c.err(&["agent_id"], "must not be empty"));
+        } else if !id.bytes().all(|b| b.is_ascii_graphic()) || id.len() > 256 {
+            // It travels in the Gapless-Agent-Id header of every request.
+            errors.push(c.err(
+                &["agent_id"],
+                "must be at most 256 visible ASCII characters (letters, digits, - . _ and the like; no spaces)",
+            ));
         }
     }
     let mut sources = BTreeMap::new();
