@@ -64,7 +64,9 @@ pub async fn run(ctx: SourceContext, config: HttpSourceConfig) -> crate::Result<
         .map_err(|e| crate::Error::io("serve http source", config.address.to_string(), e))
 }
 
-fn answer(status: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON answer: the message itself on success, `{"error": message}` otherwise (also the
+/// relay source's, [`crate::sources::relay`]).
+pub(crate) fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     let msg: String = message.into();
     let body = if status.is_success() {
         msg
@@ -110,44 +112,9 @@ async fn ingest_inner(h: &Handler, headers: &HeaderMap, body: Bytes) -> Response
             return answer(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let body: Vec<u8> = match encoding.as_str() {
-        "" | "identity" => body.to_vec(),
-        "gzip" => {
-            let mut out = Vec::new();
-            let limit = h.max_body_bytes as u64 + 1;
-            match flate2::read::MultiGzDecoder::new(&body[..])
-                .take(limit)
-                .read_to_end(&mut out)
-            {
-                Ok(_) if out.len() as u64 >= limit => {
-                    return answer(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "decompressed body exceeds max_body_bytes ({} bytes)",
-                            h.max_body_bytes
-                        ),
-                    )
-                }
-                Ok(_) => out,
-                Err(e) => {
-                    return answer(
-                        StatusCode::BAD_REQUEST,
-                        format!("body is not valid gzip: {e}"),
-                    )
-                }
-            }
-        }
-        other => {
-            return answer(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {other:?} (use gzip or none)"),
-            )
-        }
+    let body = match decode_body(headers, &body, h.max_body_bytes) {
+        Ok(b) => b,
+        Err(refusal) => return refusal.into_response(),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -187,16 +154,70 @@ async fn ingest_inner(h: &Handler, headers: &HeaderMap, body: Bytes) -> Response
                     .to_string(),
             )
         }
-        Err(e @ (gapless_wal::Error::Full { .. } | gapless_wal::Error::DroppedNewest { .. })) => {
+        Err(e) => append_failed(h.ctx.encoder.source(), e),
+    }
+}
+
+/// A request refused: its status and why.
+pub(crate) struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        answer(self.0, self.1)
+    }
+}
+
+/// The body as sent, or gunzipped (`Content-Encoding: gzip`), within `max_body_bytes`.
+pub(crate) fn decode_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_body_bytes: usize,
+) -> Result<Vec<u8>, Refusal> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "gzip" => {
+            let mut out = Vec::new();
+            let limit = max_body_bytes as u64 + 1;
+            match flate2::read::MultiGzDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out)
+            {
+                Ok(_) if out.len() as u64 >= limit => Err(Refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("decompressed body exceeds max_body_bytes ({max_body_bytes} bytes)"),
+                )),
+                Ok(_) => Ok(out),
+                Err(e) => Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid gzip: {e}"),
+                )),
+            }
+        }
+        other => Err(Refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {other:?} (use gzip or none)"),
+        )),
+    }
+}
+
+/// The answer to an append the WAL did not take: 503 with `Retry-After` when it or the disk
+/// is full (or it is closing), 413 for a record over its limit, else 500.
+pub(crate) fn append_failed(source: &str, e: gapless_wal::Error) -> Response {
+    match e {
+        gapless_wal::Error::Full { .. } | gapless_wal::Error::DroppedNewest { .. } => {
             busy(&e.to_string(), 1)
         }
-        Err(e @ gapless_wal::Error::DiskFull { .. }) => busy(&e.to_string(), 5),
-        Err(e @ gapless_wal::Error::RecordTooLarge { .. }) => {
+        gapless_wal::Error::DiskFull { .. } | gapless_wal::Error::Closed => busy(&e.to_string(), 5),
+        gapless_wal::Error::RecordTooLarge { .. } => {
             answer(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
         }
-        Err(e @ gapless_wal::Error::Closed) => busy(&e.to_string(), 5),
-        Err(e) => {
-            tracing::error!(source = h.ctx.encoder.source(), error = %e, "append failed");
+        e => {
+            tracing::error!(source, error = %e, "append failed");
             answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the events could not be stored; retry",
@@ -205,7 +226,8 @@ async fn ingest_inner(h: &Handler, headers: &HeaderMap, body: Bytes) -> Response
     }
 }
 
-fn busy(reason: &str, retry_after_secs: u32) -> Response {
+/// 503 with `Retry-After`.
+pub(crate) fn busy(reason: &str, retry_after_secs: u32) -> Response {
     let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, reason.to_string());
     if let Ok(v) = retry_after_secs.to_string().parse() {
         r.headers_mut().insert(header::RETRY_AFTER, v);

@@ -25,7 +25,6 @@
 pub mod dedup;
 pub mod identity;
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -44,6 +43,7 @@ use crate::config::GaplessSourceConfig;
 use crate::event::{write_json_str, Timestamp};
 use crate::metrics::SourceLabel;
 use crate::reserved::{GAPLESS, ORIGIN_AGENT_ID, ORIGIN_SEQ, ORIGIN_WAL_ID};
+use crate::sources::http::{answer, append_failed, busy, decode_body, Refusal};
 use crate::sources::SourceContext;
 
 /// The longest agent id taken.
@@ -198,33 +198,6 @@ impl Relay {
                 .inc_by(n);
         }
     }
-}
-
-fn answer(status: StatusCode, message: impl Into<String>) -> Response {
-    let msg: String = message.into();
-    let body = if status.is_success() {
-        msg
-    } else {
-        json!({ "error": msg }).to_string()
-    };
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A request refused: its status and why.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        answer(self.0, self.1)
-    }
-}
-
-fn busy(reason: &str, retry_after_secs: u32) -> Response {
-    let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, reason.to_string());
-    if let Ok(v) = retry_after_secs.to_string().parse() {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
 }
 
 async fn ingest(
@@ -464,7 +437,7 @@ async fn ingest_inner(
     body: Bytes,
 ) -> Response {
     let (agent, first, last) = (admitted.agent.as_str(), admitted.first, admitted.last);
-    let body = match decode(relay, headers, body) {
+    let body = match decode_body(headers, &body, relay.max_body_bytes) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -594,21 +567,7 @@ async fn ingest_inner(
                 json!({"accepted": fresh.len(), "duplicates": duplicates, "first_seq": range.first, "last_seq": range.last}).to_string(),
             )
         }
-        Err(e @ (gapless_wal::Error::Full { .. } | gapless_wal::Error::DroppedNewest { .. })) => {
-            busy(&e.to_string(), 1)
-        }
-        Err(e @ gapless_wal::Error::DiskFull { .. }) => busy(&e.to_string(), 5),
-        Err(e @ gapless_wal::Error::RecordTooLarge { .. }) => {
-            answer(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-        }
-        Err(e @ gapless_wal::Error::Closed) => busy(&e.to_string(), 5),
-        Err(e) => {
-            tracing::error!(source = %relay.ctx.name, error = %e, "relay: append failed");
-            answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the events could not be stored; retry",
-            )
-        }
+        Err(e) => append_failed(&relay.ctx.name, e),
     }
 }
 
@@ -641,41 +600,6 @@ fn not_an_agents_record(object: &ClientObject<'_>) -> Option<String> {
         None | Some("gap") | Some("heartbeat") => None,
         Some(other) => Some(format!(
             "\"gapless\":{other:?} is not a record an agent writes (gap, heartbeat)"
-        )),
-    }
-}
-
-/// The body, gunzipped when it says so, within `max_body_bytes`.
-fn decode(relay: &Relay, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
-    let encoding = header_str(headers, header::CONTENT_ENCODING.as_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "" | "identity" => Ok(body.to_vec()),
-        "gzip" => {
-            let mut out = Vec::new();
-            let limit = relay.max_body_bytes as u64 + 1;
-            match flate2::read::MultiGzDecoder::new(&body[..])
-                .take(limit)
-                .read_to_end(&mut out)
-            {
-                Ok(_) if out.len() as u64 >= limit => Err(Refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "decompressed body exceeds max_body_bytes ({} bytes)",
-                        relay.max_body_bytes
-                    ),
-                )),
-                Ok(_) => Ok(out),
-                Err(e) => Err(Refusal(
-                    StatusCode::BAD_REQUEST,
-                    format!("body is not valid gzip: {e}"),
-                )),
-            }
-        }
-        other => Err(Refusal(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported Content-Encoding {other:?} (use gzip or none)"),
         )),
     }
 }
