@@ -329,22 +329,13 @@ fn validate_source(name: &str, s: RawSource, c: &Checker<'_>) -> Result<SourceCo
         }
         "http" => {
             refuse_keys(c, "sources", name, "http", &file_keys)?;
-            let Some(address) = s.address else {
-                return Err(c.err(
-                    &["sources", name],
-                    "an http source needs `address`, like \"0.0.0.0:9880\"",
-                ));
-            };
-            let address = address.parse().map_err(|e| {
-                c.err(
-                    &["sources", name, "address"],
-                    format!("{address:?} is not an address: {e}"),
-                )
-            })?;
-            let path = s.path.unwrap_or_else(|| "/".into());
-            if !path.starts_with('/') {
-                return Err(c.err(&["sources", name, "path"], "must start with /"));
-            }
+            let (address, path) = listen_at(
+                name,
+                s.address,
+                s.path,
+                "an http source needs `address`, like \"0.0.0.0:9880\"",
+                c,
+            )?;
             let auth = s.auth.map(|a| Auth {
                 bearer_token: a.bearer_token,
                 bearer_token_file: a.bearer_token_file,
@@ -560,17 +551,16 @@ fn validate_syslog(
     })
 }
 
-/// `type = "gapless"`: a relay's intake.
-fn validate_gapless(
+/// The `address` (required: `missing` says so) and `path` (default `/`) of an HTTP source.
+fn listen_at(
     name: &str,
-    s: RawSource,
+    address: Option<String>,
+    path: Option<String>,
+    missing: &str,
     c: &Checker<'_>,
-) -> Result<GaplessSourceConfig, ConfigError> {
-    let Some(address) = s.address else {
-        return Err(c.err(
-            &["sources", name],
-            "a gapless source needs `address`, like \"0.0.0.0:9443\"",
-        ));
+) -> Result<(std::net::SocketAddr, String), ConfigError> {
+    let Some(address) = address else {
+        return Err(c.err(&["sources", name], missing));
     };
     let address = address.parse().map_err(|e| {
         c.err(
@@ -578,10 +568,26 @@ fn validate_gapless(
             format!("{address:?} is not an address: {e}"),
         )
     })?;
-    let path = s.path.unwrap_or_else(|| "/".into());
+    let path = path.unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         return Err(c.err(&["sources", name, "path"], "must start with /"));
     }
+    Ok((address, path))
+}
+
+/// `type = "gapless"`: a relay's intake.
+fn validate_gapless(
+    name: &str,
+    s: RawSource,
+    c: &Checker<'_>,
+) -> Result<GaplessSourceConfig, ConfigError> {
+    let (address, path) = listen_at(
+        name,
+        s.address,
+        s.path,
+        "a gapless source needs `address`, like \"0.0.0.0:9443\"",
+        c,
+    )?;
     let tls = match s.tls {
         None => None,
         Some(t) => {
