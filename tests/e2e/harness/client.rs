@@ -26,6 +26,28 @@ pub struct Answer {
     pub body: String,
 }
 
+impl Answer {
+    /// The answer a response carries: status, `Retry-After`, `Content-Type` and body.
+    pub async fn of(resp: reqwest::Response) -> Result<Answer, reqwest::Error> {
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after");
+        let content_type = header("content-type");
+        let body = resp.text().await?;
+        Ok(Answer {
+            status,
+            retry_after,
+            content_type,
+            body,
+        })
+    }
+}
+
 impl Ingest {
     /// A client of the http source on 127.0.0.1:`port` (path `/`).
     pub fn new(port: u16) -> Ingest {
@@ -71,23 +93,7 @@ impl Ingest {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header("retry-after");
-        let content_type = header("content-type");
-        let body = resp.text().await?;
-        Ok(Answer {
-            status,
-            retry_after,
-            content_type,
-            body,
-        })
+        Answer::of(req.send().await?).await
     }
 
     /// Posts `chunks` as one chunked body (no `Content-Length`, so the source learns the

@@ -182,23 +182,7 @@ impl RelayClient {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header("retry-after");
-        let content_type = header("content-type");
-        let body = resp.text().await?;
-        Ok(Answer {
-            status,
-            retry_after,
-            content_type,
-            body,
-        })
+        Answer::of(req.send().await?).await
     }
 
     /// Posts origin events `first..first+count` of [`origin_lines`] from `agent_id`, with the
