@@ -33,52 +33,9 @@ import argparse, gzip, http.client, os, shutil, signal, socket, subprocess, sys,
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The next five are bench/e2e.py's, copied rather than imported: that script changes shape.
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def proc_stats(pid):
-    """CPU seconds (user + system) and peak RSS (VmHWM, bytes) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    return cpu, hwm
-
-
-def count(port):
-    """Events and bytes the count receiver got."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
-        lines, nbytes = r.read().split()
-        return int(lines), int(nbytes)
-
-
-def wal_bytes(api_port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("gapless_wal_bytes "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return 0.0
-
-
-def metric(api_port, name, label):
-    """The value of `name{label}` on /metrics, 0 when absent."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + "{") and label in line:
-                    return int(float(line.split()[-1]))
-    except OSError:
-        pass
-    return 0
+# Measuring helpers shared with the end-to-end bench.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import count_http as count, free_port, metric, proc_stats, wal_bytes  # noqa: E402
 
 
 TOKEN = "bench-shared-token"
