@@ -261,49 +261,75 @@ pub fn write_json_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
     valid
 }
 
+/// Bytes of escaped output gathered on the stack before they are appended to the buffer.
+const ESCAPE_BLOCK: usize = 512;
+/// Room after [`ESCAPE_BLOCK`]: one word of eight bytes escaped as `\u00XX` each, plus the
+/// word stored whole after the last escape.
+const ESCAPE_SLACK: usize = 64;
+/// Texts up to this long are first checked for bytes to escape and, without any, copied.
+const SHORT_TEXT: usize = 64;
+
 /// Escapes `s` into `buf`; returns whether `s` has a byte outside ASCII (then the caller
 /// checks it is UTF-8).
+///
+/// Eight bytes at a time (SWAR): each word is stored whole into a block on the stack; a word
+/// the mask flags has each flagged byte checked (a flag above a true match may be false), and
+/// after each real escape the rest of the word is stored again, shifted, behind it. The
+/// block goes to `buf` in one copy once it holds [`ESCAPE_BLOCK`] bytes — no call per run
+/// between quotes (JSON lines have one every few bytes).
 fn escape_into(buf: &mut Vec<u8>, s: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    buf.reserve(s.len() + 8);
-    let mut start = 0;
-    let mut i = 0;
+    if s.len() <= SHORT_TEXT
+        && s.iter()
+            .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
+        // Host names, source names, paths: nothing to escape, no block to set up.
+        buf.extend_from_slice(s);
+        return false;
+    }
+    let mut out = [0u8; ESCAPE_BLOCK + ESCAPE_SLACK];
+    let mut o = 0usize;
     let mut high = 0u64;
-    // Eight bytes at a time; each byte the word's mask flags is checked (a flag above a
-    // true match may be false) and escaped, without reading the word again.
-    while let Some(chunk) = s.get(i..i + 8) {
+    let mut words = s.chunks_exact(8);
+    for chunk in &mut words {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
         high |= x & HIGH;
         let mut mask = escape_mask(x);
+        out[o..o + 8].copy_from_slice(&word);
+        // Bytes of this word already placed at `out[..o]` or escaped.
+        let mut pos = 0;
         while mask != 0 {
-            let at = i + (mask.trailing_zeros() / 8) as usize;
-            let b = s[at];
-            if b == b'"' {
-                // The common case in JSON lines: one branch, two bytes.
-                buf.extend_from_slice(&s[start..at]);
-                buf.extend_from_slice(b"\\\"");
-                start = at + 1;
-            } else if needs_escape(b) {
-                buf.extend_from_slice(&s[start..at]);
-                push_escape(buf, b);
-                start = at + 1;
+            let k = (mask.trailing_zeros() / 8) as usize;
+            let b = word[k];
+            if needs_escape(b) {
+                o += k - pos;
+                o = put_escape(&mut out, o, b);
+                pos = k + 1;
+                if pos < 8 {
+                    out[o..o + 8].copy_from_slice(&(x >> (8 * pos)).to_le_bytes());
+                }
             }
             mask &= mask - 1;
         }
-        i += 8;
-    }
-    let mut tail_high = false;
-    for (at, &b) in s.iter().enumerate().skip(i) {
-        tail_high |= b >= 0x80;
-        if needs_escape(b) {
-            buf.extend_from_slice(&s[start..at]);
-            push_escape(buf, b);
-            start = at + 1;
+        o += 8 - pos;
+        if o >= ESCAPE_BLOCK {
+            buf.extend_from_slice(&out[..o]);
+            o = 0;
         }
     }
-    buf.extend_from_slice(&s[start..]);
+    let mut tail_high = false;
+    for &b in words.remainder() {
+        tail_high |= b >= 0x80;
+        if needs_escape(b) {
+            o = put_escape(&mut out, o, b);
+        } else {
+            out[o] = b;
+            o += 1;
+        }
+    }
+    buf.extend_from_slice(&out[..o]);
     high != 0 || tail_high
 }
 
@@ -312,31 +338,38 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Writes the JSON escape of `b` (a byte [`needs_escape`] flags) at `out[o..]`; returns the
+/// offset after it.
 #[inline(always)]
-fn push_escape(buf: &mut Vec<u8>, b: u8) {
-    match b {
-        b'"' => buf.extend_from_slice(b"\\\""),
-        b'\\' => buf.extend_from_slice(b"\\\\"),
-        b'\n' => buf.extend_from_slice(b"\\n"),
-        b'\r' => buf.extend_from_slice(b"\\r"),
-        b'\t' => buf.extend_from_slice(b"\\t"),
-        _ => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            buf.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-        }
+fn put_escape(out: &mut [u8; ESCAPE_BLOCK + ESCAPE_SLACK], o: usize, b: u8) -> usize {
+    let short = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        _ => 0,
+    };
+    if short != 0 {
+        out[o..o + 2].copy_from_slice(&[b'\\', short]);
+        return o + 2;
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out[o..o + 6].copy_from_slice(&[
+        b'\\',
+        b'u',
+        b'0',
+        b'0',
+        HEX[(b >> 4) as usize],
+        HEX[(b & 15) as usize],
+    ]);
+    o + 6
 }
 
 /// The high bit of each of the eight bytes that may be a control character, `"` or `\\`
 /// (SWAR): every such byte is flagged; the lowest flag is always a true match, a flag above
 /// a match may be false (a borrow).
+#[inline(always)]
 fn escape_mask(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;

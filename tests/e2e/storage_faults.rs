@@ -194,7 +194,7 @@ async fn eio_on_the_wal_fdatasync_fails_the_posts_it_covered_and_loses_no_acknow
 
 // Fault: the file system under data_dir is full for one step at a time — the WAL's segment
 // writes, the creation of a new segment, the sink's cursor file, the file checkpoint's
-// temporary file and its rename. Each while the sources take input and the sink delivers.
+// temporary file, its rename and its live file. Each while the sources take input and the sink delivers.
 #[tokio::test(flavor = "multi_thread")]
 async fn enospc_at_each_step_is_reported_recovered_from_and_loses_no_acknowledged_line() {
     let ctx = "ENOSPC at each step";
@@ -216,6 +216,11 @@ async fn enospc_at_each_step_is_reported_recovered_from_and_loses_no_acknowledge
         (
             "checkpoint rename",
             "checkpoints.json$",
+            "cannot write checkpoints",
+        ),
+        (
+            "checkpoint live file",
+            "checkpoints.live.json",
             "cannot write checkpoints",
         ),
     ];

@@ -38,8 +38,9 @@
 //! When the WAL is full under `block`, the append waits and so does the file.
 //!
 //! ## Checkpoints
-//! After every completed append the positions are written to `state_dir/checkpoints.json`
-//! (`checkpoint.rs`): crash-atomic by rename, synced at most once a second. `kill -9`
+//! After every completed append the positions are written (`checkpoint.rs`): in place to
+//! `state_dir/checkpoints.live.json`, and at most once a second (and at shutdown) synced to
+//! `state_dir/checkpoints.json`, crash-atomic by rename; the newer valid one loads. `kill -9`
 //! therefore costs at most the in-flight batches, read again at the next start. At start,
 //! each file that still exists with the same identity resumes exactly at its offset;
 //! entries whose file is gone are forgotten.
@@ -188,7 +189,7 @@ const NOTHING_MATCHED_WARNING: Duration = Duration::from_secs(60);
 
 impl Source {
     fn open(ctx: &SourceContext, config: FileSourceConfig) -> crate::Result<Self> {
-        let checkpoints = CheckpointFile::new(&ctx.state_dir);
+        let mut checkpoints = CheckpointFile::new(&ctx.state_dir);
         let loaded = checkpoints.load()?;
         tracing::info!(
             source = %ctx.name,
