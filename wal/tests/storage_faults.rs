@@ -509,3 +509,54 @@ fn a_block_of_a_sealed_segment_that_reads_again_after_a_passing_eio_costs_nothin
     assert!(gaps(&records).is_empty(), "{:?}", gaps(&records));
     assert_eq!(events(&records).len(), 300);
 }
+
+#[test]
+fn a_batch_larger_than_a_write_piece_waits_whole_for_space_and_goes_in_whole() {
+    // A batch of 2 MiB is encoded and written in pieces of 256 KiB and synced once. With the
+    // disk full its first piece fails: the segment is cut back and the batch waits (nothing
+    // of it readable, nothing acknowledged); once space returns it goes in whole under the
+    // same seqs, and after a power cut exactly the acknowledged records are there.
+    let mut rig = Rig::new();
+    let wal = Wal::open(rig.dir(), opts(64 << 20, 1 << 30)).unwrap();
+    append(&wal, 0..10, 100);
+    rig.inject(Fault::Enospc {
+        on: true,
+        path: Some(".seg".into()),
+    });
+    let appender = wal.appender();
+    let waiting =
+        std::thread::spawn(move || appender.append_blocking(batch_of(10..2058, 1024)).unwrap());
+    let started = Instant::now();
+    while rig.faults_fired() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no write was tried"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "a full disk acknowledged the batch");
+    let mut cursor = wal.cursor("sink").unwrap();
+    assert_eq!(
+        drain(&mut cursor).len(),
+        10,
+        "a failed piece became readable"
+    );
+    rig.inject(Fault::Clear);
+    let range = waiting.join().unwrap();
+    assert_eq!(range.last - range.first, 2047);
+    append(&wal, 2058..2060, 100);
+    let read = drain(&mut cursor);
+    assert_eq!(read.len(), 2050);
+    for r in &read {
+        let n = r.seq - range.first + 10;
+        if n < 2058 {
+            assert!(r.payload.starts_with(format!("record-{n:010}-").as_bytes()));
+        }
+    }
+    drop(cursor);
+    drop(wal);
+    rig.cut_and_remount(CutMode::Torn);
+    let wal = Wal::open(rig.dir(), opts(64 << 20, 1 << 30)).unwrap();
+    assert_eq!(numbers(&wal), (0..2060).collect::<Vec<_>>());
+}

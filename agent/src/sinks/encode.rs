@@ -149,7 +149,7 @@ pub fn write_object(
                 }
                 write_json_str(out, seq);
                 out.push(b':');
-                out.extend_from_slice(itoa(r.seq).as_bytes());
+                push_u64(out, r.seq);
                 first = false;
             }
             if !first && rest.first() != Some(&b'}') {
@@ -174,8 +174,19 @@ fn splice_head(out: &mut Vec<u8>, at: usize, head: &[u8]) {
     out.splice(at + 1..at + 1, insert);
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// Appends `n` in decimal, without an allocation (one per event before).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn ts(nanos: u64) -> String {
@@ -188,7 +199,7 @@ pub fn write_gap(out: &mut Vec<u8>, seq: u64, gap: &Gap, host: &str, seq_field: 
     if let Some(field) = seq_field {
         write_json_str(out, field);
         out.push(b':');
-        out.extend_from_slice(itoa(seq).as_bytes());
+        push_u64(out, seq);
         out.push(b',');
     }
     out.extend_from_slice(b"\"gapless\":\"gap\",\"reason\":");
@@ -261,6 +272,15 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 3, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
     use bytes::Bytes;
     use gapless_wal::{GapReason, RecordKind};
 

@@ -127,6 +127,10 @@ impl std::future::Future for PendingAppend {
 const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
 /// How far the active segment's file is extended ahead of its data.
 const RESERVE_AHEAD: u64 = 4 << 20;
+/// A group's encoded records are written out whenever this many are waiting (synced
+/// together at the group's end): the encoding buffer stays this small however large the
+/// group, instead of holding a copy of every batch admitted at once.
+const WRITE_PIECE: usize = 256 << 10;
 /// How often requests blocked on a full log look again even without a wake-up.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -139,7 +143,12 @@ pub(crate) struct SegmentWriter {
     /// Bytes of the active segment known to be on disk.
     synced_len: u64,
     next_seq: Seq,
+    /// Encoded records of the current group not yet written (at most about [`WRITE_PIECE`]).
     buf: Vec<u8>,
+    /// Where the current group began in the active segment (a failed write cuts back here).
+    group_start: u64,
+    /// Bytes of the current group already written ahead of `buf`.
+    group_written: u64,
     /// Requests taken from the queue and not completed, oldest first.
     pending: VecDeque<AppendRequest>,
     /// The last cycle left `pending` waiting for space.
@@ -188,7 +197,9 @@ impl SegmentWriter {
             len,
             synced_len: len,
             next_seq,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(WRITE_PIECE + (64 << 10)),
+            group_start: len,
+            group_written: 0,
             pending: VecDeque::new(),
             blocked: false,
             retry_at: None,
@@ -291,7 +302,7 @@ impl SegmentWriter {
         let seg_bytes = self.shared.opts.segment_bytes;
         let mut chunk: Vec<Placed> = Vec::new();
         let mut rest = admitted.into_iter();
-        self.buf.clear();
+        self.start_group();
         let now = now_nanos();
         while let Some(req) = rest.next() {
             let size = req.batch.encoded_len();
@@ -308,11 +319,27 @@ impl SegmentWriter {
                     }
                     tracing::error!(error = %e, "could not start a new segment; the active one grows past segment_bytes");
                 }
+                // The next group begins in the new segment (or where the old one ends).
+                self.start_group();
             }
             let first = self.next_seq;
+            let mut written = Ok(());
             for (kind, payload) in req.batch.iter() {
                 encode_into(&mut self.buf, self.next_seq, now, kind, payload);
                 self.next_seq += 1;
+                if self.buf.len() >= WRITE_PIECE {
+                    written = self.write_piece();
+                    if written.is_err() {
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = written {
+                // Nobody has seen the group's seqs: they are used again.
+                self.next_seq = chunk.first().map_or(first, |p| p.range.first);
+                self.buf.clear();
+                self.fail(chunk.into_iter().map(|p| p.req).chain([req]).chain(rest), e);
+                return;
             }
             let range = SeqRange {
                 first,
@@ -339,14 +366,14 @@ impl SegmentWriter {
             return Ok(());
         }
         let first_seq = chunk[0].range.first;
+        let bytes = self.group_written + self.buf.len() as u64;
         if let Err(e) = self.write_buf(false) {
             self.next_seq = first_seq;
             self.buf.clear();
             return Err(e);
         }
         let records: u64 = chunk.iter().map(|p| p.range.len()).sum();
-        let bytes = self.buf.len() as u64;
-        self.buf.clear();
+        self.start_group();
         if self.shared.opts.durability == Durability::Always {
             // The sync stage syncs, publishes and completes while the next group is
             // encoded and written.
@@ -393,11 +420,35 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes `buf` at the end of the active segment; cuts it back on failure.
+    /// Begins a group of records at the end of the active segment, with nothing encoded.
+    fn start_group(&mut self) {
+        self.buf.clear();
+        self.group_start = self.len;
+        self.group_written = 0;
+    }
+
+    /// Writes the records waiting in `buf` ahead of the group's end (not synced; the
+    /// group's commit syncs them with the rest). On failure the segment is cut back to
+    /// where the group began.
+    fn write_piece(&mut self) -> Result<(), io::Error> {
+        self.reserve(self.buf.len() as u64);
+        let result = self.file.write_all_at(&self.buf, self.len);
+        match &result {
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                self.group_written += self.buf.len() as u64;
+                self.buf.clear();
+            }
+            Err(e) => self.cut_back(e),
+        }
+        result
+    }
+
+    /// Writes `buf` at the end of the active segment, the group's last piece; cuts the
+    /// segment back to where the group began on failure.
     fn write_buf(&mut self, sync: bool) -> Result<(), io::Error> {
         self.reserve(self.buf.len() as u64);
-        let at = self.len;
-        let mut result = self.file.write_all_at(&self.buf, at);
+        let mut result = self.file.write_all_at(&self.buf, self.len);
         if result.is_ok() {
             self.len += self.buf.len() as u64;
             if sync {
@@ -405,17 +456,25 @@ impl SegmentWriter {
             }
         }
         if let Err(e) = &result {
-            if !is_disk_full(e) {
-                self.untrusted = true;
-            }
-            self.len = at;
-            self.synced_len = self.synced_len.min(at);
-            self.reserved = at;
-            if let Err(e) = self.file.set_len(at) {
-                tracing::error!(error = %e, "could not cut the active segment back after a failed write");
-            }
+            self.cut_back(e);
         }
         result
+    }
+
+    /// After a failed write or sync: the active segment ends where the current group
+    /// began again (its records were never published; their seqs are used again).
+    fn cut_back(&mut self, e: &io::Error) {
+        if !is_disk_full(e) {
+            self.untrusted = true;
+        }
+        let at = self.group_start;
+        self.len = at;
+        self.synced_len = self.synced_len.min(at);
+        self.reserved = at;
+        self.group_written = 0;
+        if let Err(e) = self.file.set_len(at) {
+            tracing::error!(error = %e, "could not cut the active segment back after a failed write");
+        }
     }
 
     fn sync_active(&mut self) -> Result<(), io::Error> {
@@ -475,7 +534,7 @@ impl SegmentWriter {
         self.ensure_trusted()?;
         let now = now_nanos();
         let seq = self.next_seq;
-        self.buf.clear();
+        self.start_group();
         encode_into(&mut self.buf, seq, now, kind, payload);
         if let Err(e) = self.write_buf(true) {
             self.buf.clear();

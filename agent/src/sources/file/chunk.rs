@@ -27,7 +27,7 @@ use super::fingerprint::{anchor_len, read_full_at, Fingerprint};
 use crate::event::{EventEncoder, Timestamp};
 
 /// Bytes read per chunk, unless a line needs more.
-pub const READ_BYTES: usize = 256 << 10;
+pub const READ_BYTES: usize = 512 << 10;
 /// Largest batch, unless the WAL asks for smaller ones.
 pub const BATCH_BYTES: u64 = 8 << 20;
 

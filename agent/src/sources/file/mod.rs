@@ -86,7 +86,7 @@ use crate::sources::SourceContext;
 pub const MAX_IN_FLIGHT: usize = 32;
 /// ...holding no more than this beyond two (two chunks of a busy file are always allowed,
 /// so memory stays where it was with one file).
-pub const IN_FLIGHT_BYTES: u64 = 1 << 20;
+pub const IN_FLIGHT_BYTES: u64 = 2 << 20;
 /// Checkpoint writes are spaced by this much per followed file...
 const SAVE_SPACING_PER_FILE: Duration = Duration::from_micros(10);
 /// ...up to this (a `kill -9` then reads at most this much of input again).
