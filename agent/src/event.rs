@@ -28,6 +28,9 @@ use crate::reserved::ReservedFields;
 pub struct EventEncoder {
     source: String,
     host: String,
+    /// `source` and `host` as JSON strings, escaped once here rather than per event.
+    source_json: Vec<u8>,
+    host_json: Vec<u8>,
     prefix: Vec<u8>,
     reserved: Arc<ReservedFields>,
 }
@@ -42,9 +45,14 @@ impl EventEncoder {
         let mut prefix = Vec::with_capacity(1 + name.len());
         prefix.push(name.len() as u8);
         prefix.extend_from_slice(name);
+        let (mut source_json, mut host_json) = (Vec::new(), Vec::new());
+        write_json_str(&mut source_json, source);
+        write_json_str(&mut host_json, host);
         EventEncoder {
             source: source.to_string(),
             host: host.to_string(),
+            source_json,
+            host_json,
             prefix,
             reserved: Arc::default(),
         }
@@ -119,9 +127,12 @@ impl EventEncoder {
             buf.extend_from_slice(b",\"timestamp\":\"");
             buf.extend_from_slice(timestamp.as_bytes());
             buf.extend_from_slice(b"\",\"host\":");
-            write_json_str(buf, host.unwrap_or(&self.host));
+            match host {
+                Some(host) => write_json_str(buf, host),
+                None => buf.extend_from_slice(&self.host_json),
+            }
             buf.extend_from_slice(b",\"source\":");
-            write_json_str(buf, &self.source);
+            buf.extend_from_slice(&self.source_json);
             for (k, v) in fields {
                 buf.push(b',');
                 write_json_str(buf, k);
@@ -272,11 +283,11 @@ const SHORT_TEXT: usize = 64;
 /// Escapes `s` into `buf`; returns whether `s` has a byte outside ASCII (then the caller
 /// checks it is UTF-8).
 ///
-/// Eight bytes at a time (SWAR): each word is stored whole into a block on the stack; a word
-/// the mask flags has each flagged byte checked (a flag above a true match may be false), and
-/// after each real escape the rest of the word is stored again, shifted, behind it. The
-/// block goes to `buf` in one copy once it holds [`ESCAPE_BLOCK`] bytes — no call per run
-/// between quotes (JSON lines have one every few bytes).
+/// Eight bytes at a time (SWAR): each word is stored whole into a block on the stack; for
+/// each byte the exact mask flags, the bytes before it stay, the escape is written and the
+/// rest of the word is stored again, shifted, behind it (`"` and `\\` take two stores, no
+/// table). The block goes to `buf` in one copy once it holds [`ESCAPE_BLOCK`] bytes — no
+/// call per run between quotes (JSON lines have one every few bytes).
 fn escape_into(buf: &mut Vec<u8>, s: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     if s.len() <= SHORT_TEXT
@@ -303,13 +314,17 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) -> bool {
         while mask != 0 {
             let k = (mask.trailing_zeros() / 8) as usize;
             let b = word[k];
-            if needs_escape(b) {
-                o += k - pos;
+            o += k - pos;
+            if b >= 0x20 {
+                // `"` or `\\`
+                out[o..o + 2].copy_from_slice(&[b'\\', b]);
+                o += 2;
+            } else {
                 o = put_escape(&mut out, o, b);
-                pos = k + 1;
-                if pos < 8 {
-                    out[o..o + 8].copy_from_slice(&(x >> (8 * pos)).to_le_bytes());
-                }
+            }
+            pos = k + 1;
+            if pos < 8 {
+                out[o..o + 8].copy_from_slice(&(x >> (8 * pos)).to_le_bytes());
             }
             mask &= mask - 1;
         }
@@ -366,17 +381,20 @@ fn put_escape(out: &mut [u8; ESCAPE_BLOCK + ESCAPE_SLACK], o: usize, b: u8) -> u
     o + 6
 }
 
-/// The high bit of each of the eight bytes that may be a control character, `"` or `\\`
-/// (SWAR): every such byte is flagged; the lowest flag is always a true match, a flag above
-/// a match may be false (a borrow).
+/// The high bit of each of the eight bytes that is a control character, `"` or `\\`
+/// (SWAR, exact: adding to the low seven bits of a byte never carries into the next).
 #[inline(always)]
 fn escape_mask(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-    let quote = has_zero(x ^ (ONES * b'"' as u64));
-    let backslash = has_zero(x ^ (ONES * b'\\' as u64));
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // A byte is zero iff its high bit is clear and its low seven bits plus 0x7f stay below 0x80.
+    let is_zero = |v: u64| !((v & LOW7).wrapping_add(LOW7) | v) & HIGH;
+    // A byte is below 0x20 iff its high bit is clear and its low seven bits plus 0x60 stay
+    // below 0x80.
+    let below_space = !((x & LOW7).wrapping_add(ONES * 0x60) | x) & HIGH;
+    let quote = is_zero(x ^ (ONES * b'"' as u64));
+    let backslash = is_zero(x ^ (ONES * b'\\' as u64));
     below_space | quote | backslash
 }
 
@@ -702,6 +720,22 @@ mod escape_tests {
             write_json_str(&mut out, &s[start..]);
             let back: String = serde_json::from_slice(&out[6..]).unwrap_or_default();
             assert_eq!(back, &s[start..]);
+        }
+    }
+
+    #[test]
+    fn the_word_mask_flags_exactly_the_bytes_to_escape() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                for fill in [b'a', b'"', 0x1f, 0x20, 0x7f, 0x80, 0xff] {
+                    let mut word = [fill; 8];
+                    word[pos] = b;
+                    let want = word.iter().enumerate().fold(0u64, |m, (i, &c)| {
+                        m | if needs_escape(c) { 0x80 << (8 * i) } else { 0 }
+                    });
+                    assert_eq!(escape_mask(u64::from_le_bytes(word)), want, "{word:?}");
+                }
+            }
         }
     }
 
