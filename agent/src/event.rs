@@ -290,10 +290,7 @@ const SHORT_TEXT: usize = 64;
 /// call per run between quotes (JSON lines have one every few bytes).
 fn escape_into(buf: &mut Vec<u8>, s: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    if s.len() <= SHORT_TEXT
-        && s.iter()
-            .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if s.len() <= SHORT_TEXT && s.iter().all(|&b| b < 0x80 && !needs_escape(b)) {
         // Host names, source names, paths: nothing to escape, no block to set up.
         buf.extend_from_slice(s);
         return false;

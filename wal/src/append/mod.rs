@@ -444,21 +444,17 @@ impl SegmentWriter {
         result
     }
 
-    /// Writes `buf` at the end of the active segment, the group's last piece; cuts the
-    /// segment back to where the group began on failure.
+    /// Writes `buf` at the end of the active segment, the group's last piece, and syncs if
+    /// asked; cuts the segment back to where the group began on failure.
     fn write_buf(&mut self, sync: bool) -> Result<(), io::Error> {
-        self.reserve(self.buf.len() as u64);
-        let mut result = self.file.write_all_at(&self.buf, self.len);
-        if result.is_ok() {
-            self.len += self.buf.len() as u64;
-            if sync {
-                result = self.sync_active();
+        self.write_piece()?;
+        if sync {
+            if let Err(e) = self.sync_active() {
+                self.cut_back(&e);
+                return Err(e);
             }
         }
-        if let Err(e) = &result {
-            self.cut_back(e);
-        }
-        result
+        Ok(())
     }
 
     /// After a failed write or sync: the active segment ends where the current group
@@ -536,13 +532,12 @@ impl SegmentWriter {
         let seq = self.next_seq;
         self.start_group();
         encode_into(&mut self.buf, seq, now, kind, payload);
+        let bytes = self.buf.len() as u64;
         if let Err(e) = self.write_buf(true) {
             self.buf.clear();
             return Err(e);
         }
         self.next_seq += 1;
-        let bytes = self.buf.len() as u64;
-        self.buf.clear();
         self.publish(now, 1, bytes);
         Ok(seq)
     }

@@ -170,31 +170,24 @@ impl CheckpointFile {
     /// start: every file is read again from its beginning — duplicates, never a gap. A live
     /// file that does not parse (torn by a power cut) is passed over.
     pub fn load(&mut self) -> crate::Result<Loaded> {
-        let live = match fs::read(&self.live) {
-            Ok(bytes) => match serde_json::from_slice::<Document>(&bytes) {
-                Ok(doc) if doc.version == VERSION => Some(doc),
-                Ok(_) | Err(_) => {
-                    tracing::info!(
-                        path = %self.live.display(),
-                        "live checkpoint file unreadable (torn by a power cut?); using the synced one",
-                    );
-                    None
-                }
-            },
+        let live = match fs::read(&self.live).map(|bytes| parse(&bytes)) {
+            Ok(Ok(doc)) => Some(doc),
+            Ok(Err(reason)) => {
+                tracing::info!(
+                    path = %self.live.display(),
+                    reason,
+                    "live checkpoint file unreadable (torn by a power cut?); using the synced one",
+                );
+                None
+            }
             Err(_) => None,
         };
-        let synced = match fs::read(&self.path) {
-            Ok(bytes) => match serde_json::from_slice::<Document>(&bytes) {
-                Ok(doc) if doc.version == VERSION => Some(doc),
-                Ok(doc) => {
-                    self.set_aside(&format!("unknown version {}", doc.version));
-                    None
-                }
-                Err(e) => {
-                    self.set_aside(&e.to_string());
-                    None
-                }
-            },
+        let synced = match fs::read(&self.path).map(|bytes| parse(&bytes)) {
+            Ok(Ok(doc)) => Some(doc),
+            Ok(Err(reason)) => {
+                self.set_aside(&reason);
+                None
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if live.is_none() {
                     return Ok(Loaded {
@@ -294,6 +287,15 @@ impl CheckpointFile {
     /// Whether a write is waiting for its sync and the sync is due.
     pub fn sync_due(&self) -> bool {
         self.unsynced && self.last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY)
+    }
+}
+
+/// A checkpoint document of this version, or why the bytes are not one.
+fn parse(bytes: &[u8]) -> Result<Document, String> {
+    match serde_json::from_slice::<Document>(bytes) {
+        Ok(doc) if doc.version == VERSION => Ok(doc),
+        Ok(doc) => Err(format!("unknown version {}", doc.version)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
