@@ -57,9 +57,15 @@ pub fn agent_id(config: &Config) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("read agent id", &path, e)),
     }
+    write_new_id(&path, "write agent id")
+}
+
+/// A new random id (UUID v4), written durably to `path` (one line); `op` names the write in
+/// an error.
+fn write_new_id(path: &Path, op: &'static str) -> Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
-    crate::durable::write_atomic(&path, format!("{id}\n").as_bytes())
-        .map_err(|e| Error::io("write agent id", &path, e))?;
+    crate::durable::write_atomic(path, format!("{id}\n").as_bytes())
+        .map_err(|e| Error::io(op, path, e))?;
     Ok(id)
 }
 
@@ -77,10 +83,7 @@ pub fn wal_id(data_dir: &Path, wal: &Wal) -> Result<String> {
             Err(e) => return Err(Error::io("read WAL id", &path, e)),
         }
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    crate::durable::write_atomic(&path, format!("{id}\n").as_bytes())
-        .map_err(|e| Error::io("write WAL id", &path, e))?;
-    Ok(id)
+    write_new_id(&path, "write WAL id")
 }
 
 /// Resolves when the sink `name` has stalled: data waits, its cursor has not advanced for
